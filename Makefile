@@ -1,0 +1,31 @@
+# Quick start: `make test` and `make demo`. Both build .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build of PyTorch, only for .pt import/export and the parity tools.
+# On a GPU box point this at the build you want, e.g. TORCH_SPEC="torch".
+TORCH_SPEC ?= torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: install test demo bench clean
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[torch,dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: install
+	@echo "make demo arrives with the generate issue (#6); until then see README 'Status'." >&2; exit 2
+
+bench: install
+	$(PY) benchmarks/unet.py --config=configs/diff2lip.py:tiny
+
+clean:
+	rm -rf $(VENV) demo_out .pytest_cache

@@ -1,0 +1,203 @@
+"""Parameter exchange between the Flax TFG UNet and the official PyTorch TFGModel.
+
+Flax submodules are named after the PyTorch module paths with indices folded in
+(`input_blocks.1.0.in_layers.2` <-> `input_blocks_1_0/in_layers_2`), so keys map
+by name; only the leaf name and the kernel layout differ:
+
+  conv2d  torch [O, I, kh, kw]  <-> flax [kh, kw, I, O]
+  conv1d  torch [O, I, k]       <-> flax [k, I, O]
+  linear  torch [O, I]          <-> flax [I, O]
+  norm    torch weight/bias     <-> flax scale/bias
+  embed   torch weight [N, E]   <-> flax embedding [N, E]
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+from flax.traverse_util import flatten_dict, unflatten_dict
+
+from diff2lip_jax.models import UNetConfig, build_unet, init_params
+
+# Registration order of the official modules (guided-diffusion's __init__s); a
+# state_dict lists its keys in this order, level by level.
+_MODULE_ORDER = [
+    "time_embed", "label_emb", "input_blocks", "input_block", "encoder_blocks", "middle_block",
+    "output_blocks", "out", "audio_encoder", "audio_encoder_to_style",
+    "in_layers", "emb_layers", "out_layers", "skip_connection", "norm", "qkv", "proj_out", "op",
+    "conv", "weight", "bias",
+]
+_RANK = {name: i for i, name in enumerate(_MODULE_ORDER)}
+
+
+class ConversionError(ValueError):
+    """A state_dict that does not fit the model flags."""
+
+
+def _torch_components(flax_path: tuple[str, ...]) -> list[str]:
+    comps: list[str] = []
+    for part in flax_path[:-1]:
+        tokens = part.split("_")
+        cut = len(tokens)
+        while cut > 1 and tokens[cut - 1].isdigit():
+            cut -= 1
+        comps.append("_".join(tokens[:cut]))
+        comps.extend(tokens[cut:])
+    comps.append("bias" if flax_path[-1] == "bias" else "weight")
+    return comps
+
+
+def torch_key(flax_path: tuple[str, ...]) -> str:
+    """('input_blocks_1_0', 'in_layers_2', 'kernel') -> 'input_blocks.1.0.in_layers.2.weight'."""
+    return ".".join(_torch_components(flax_path))
+
+
+def _order(key: str) -> tuple:
+    return tuple((1, int(c)) if c.isdigit() else (0, _RANK.get(c, len(_RANK)), c)
+                 for c in key.split("."))
+
+
+def _to_torch_layout(leaf_name: str, value: np.ndarray) -> np.ndarray:
+    if leaf_name != "kernel":
+        return value
+    if value.ndim == 4:
+        return value.transpose(3, 2, 0, 1)
+    if value.ndim == 3:
+        return value.transpose(2, 1, 0)
+    return value.T
+
+
+def _to_flax_layout(leaf_name: str, value: np.ndarray) -> np.ndarray:
+    if leaf_name != "kernel":
+        return value
+    if value.ndim == 4:
+        return value.transpose(2, 3, 1, 0)
+    if value.ndim == 3:
+        return value.transpose(2, 1, 0)
+    return value.T
+
+
+def _as_numpy(value: Any) -> np.ndarray:
+    if hasattr(value, "detach"):  # a torch tensor; no torch import needed here
+        value = value.detach().cpu().float().numpy()
+    return np.asarray(value, dtype=np.float32)
+
+
+def param_template(model_cfg: Mapping[str, Any] | Any) -> dict:
+    """Shapes of the Flax params for these flags (no computation, no memory)."""
+    model = build_unet(model_cfg)
+    return jax.eval_shape(lambda: init_params(model, jax.random.key(0)))
+
+
+def torch_to_flax(state_dict: Mapping[str, Any], model_cfg: Mapping[str, Any] | Any) -> dict:
+    """Official TFGModel state_dict -> Flax params (nested dict of float32 numpy arrays).
+
+    Args:
+      state_dict: key -> numpy array or torch tensor (a DataParallel `module.`
+        prefix is accepted).
+      model_cfg: official-style model flags (dict/ConfigDict/UNetConfig).
+    Raises:
+      ConversionError naming missing, unexpected or mis-shaped keys.
+    """
+    sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state_dict.items()}
+    sd = {k: v for k, v in sd.items() if not k.endswith("num_batches_tracked")}
+    template = flatten_dict(param_template(model_cfg))
+    wanted = {torch_key(path): path for path in template}
+    missing = sorted(set(wanted) - set(sd), key=_order)
+    unexpected = sorted(set(sd) - set(wanted))
+    if missing or unexpected:
+        raise ConversionError(
+            f"state_dict does not match the model flags: {len(missing)} missing "
+            f"(e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}); "
+            "pass the flags the checkpoint was trained with (--config.model.X=V)")
+    flat = {}
+    for key, path in wanted.items():
+        value = _to_flax_layout(path[-1], _as_numpy(sd[key]))
+        if value.shape != template[path].shape:
+            raise ConversionError(f"{key}: shape {tuple(_as_numpy(sd[key]).shape)} does not fit "
+                                  f"the model flags (expected flax {template[path].shape})")
+        flat[path] = value
+    return unflatten_dict(flat)
+
+
+def flax_to_torch(params: Mapping[str, Any], model_cfg: Mapping[str, Any] | Any = None) -> dict[str, np.ndarray]:
+    """Flax params -> official state_dict (ordered dict of float32 numpy arrays).
+
+    Keys, order and shapes equal the official TFGModel's for the same flags.
+    With `model_cfg`, the params are first checked against those flags.
+    """
+    flat = flatten_dict(dict(params))
+    if model_cfg is not None:
+        template = flatten_dict(param_template(model_cfg))
+        if set(template) != set(flat) or any(template[p].shape != np.shape(flat[p]) for p in flat):
+            raise ConversionError("params do not match the model flags given to flax_to_torch")
+    out = {torch_key(path): _to_torch_layout(path[-1], np.asarray(jax.device_get(v), np.float32))
+           for path, v in flat.items()}
+    return {k: np.ascontiguousarray(out[k]) for k in sorted(out, key=_order)}
+
+
+# ---------------------------------------------------------------- files
+
+
+def load_state_dict_file(path: str) -> dict[str, np.ndarray]:
+    """Reads a `.pt`/`.pth` (torch.load, weights_only=True) or `.safetensors` state_dict.
+
+    A pickle that carries code is refused; training checkpoints that wrap the
+    weights in {"state_dict"|"model"|"ema": ...} are unwrapped.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.endswith(".safetensors"):
+        from safetensors.numpy import load_file
+        return load_file(path)
+    try:
+        import torch
+    except ImportError as e:  # pragma: no cover - depends on the install
+        raise ImportError("reading .pt files needs PyTorch: pip install 'diff2lip-jax[torch]'") from e
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ConversionError(f"{path}: refused, the file holds pickled code, not just tensors "
+                              f"(weights_only load failed: {str(e).splitlines()[0]})") from None
+    except (RuntimeError, EOFError) as e:
+        raise ConversionError(f"{path}: not a readable PyTorch file ({str(e).splitlines()[0]})") from None
+    if isinstance(obj, Mapping):
+        for wrapper in ("state_dict", "model", "ema"):
+            if wrapper in obj and isinstance(obj[wrapper], Mapping):
+                obj = obj[wrapper]
+                break
+    if not isinstance(obj, Mapping) or not all(hasattr(v, "shape") for v in obj.values()):
+        raise ConversionError(f"{path}: not a state_dict (a mapping of names to tensors)")
+    return {k: _as_numpy(v) for k, v in obj.items()}
+
+
+def save_state_dict_file(state_dict: Mapping[str, np.ndarray], path: str, overwrite: bool = False) -> None:
+    """Writes `.pt` (torch.save of an ordered dict of tensors) or `.safetensors`, atomically."""
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(f"{path} exists; choose another --out or pass --overwrite")
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=directory)
+    os.close(fd)
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors.numpy import save_file
+            save_file({k: np.ascontiguousarray(v) for k, v in state_dict.items()}, tmp)
+        elif path.endswith((".pt", ".pth")):
+            import torch
+            torch.save({k: torch.from_numpy(np.array(v, np.float32)) for k, v in state_dict.items()}, tmp)
+        else:
+            raise ValueError(f"{path}: use a .pt, .pth or .safetensors file name")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def config_of(model_cfg) -> UNetConfig:
+    return model_cfg if isinstance(model_cfg, UNetConfig) else UNetConfig.from_flags(model_cfg)
