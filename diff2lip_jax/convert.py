@@ -22,7 +22,7 @@ import jax
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
-from diff2lip_jax.models import UNetConfig, build_unet, init_params
+from diff2lip_jax.models import UNetConfig, abstract_params
 
 # Registration order of the official modules (guided-diffusion's __init__s); a
 # state_dict lists its keys in this order, level by level.
@@ -88,12 +88,6 @@ def _as_numpy(value: Any) -> np.ndarray:
     return np.asarray(value, dtype=np.float32)
 
 
-def param_template(model_cfg: Mapping[str, Any] | Any) -> dict:
-    """Shapes of the Flax params for these flags (no computation, no memory)."""
-    model = build_unet(model_cfg)
-    return jax.eval_shape(lambda: init_params(model, jax.random.key(0)))
-
-
 def torch_to_flax(state_dict: Mapping[str, Any], model_cfg: Mapping[str, Any] | Any) -> dict:
     """Official TFGModel state_dict -> Flax params (nested dict of float32 numpy arrays).
 
@@ -106,7 +100,7 @@ def torch_to_flax(state_dict: Mapping[str, Any], model_cfg: Mapping[str, Any] | 
     """
     sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state_dict.items()}
     sd = {k: v for k, v in sd.items() if not k.endswith("num_batches_tracked")}
-    template = flatten_dict(param_template(model_cfg))
+    template = flatten_dict(abstract_params(model_cfg))
     wanted = {torch_key(path): path for path in template}
     missing = sorted(set(wanted) - set(sd), key=_order)
     unexpected = sorted(set(sd) - set(wanted))
@@ -133,7 +127,7 @@ def flax_to_torch(params: Mapping[str, Any], model_cfg: Mapping[str, Any] | Any 
     """
     flat = flatten_dict(dict(params))
     if model_cfg is not None:
-        template = flatten_dict(param_template(model_cfg))
+        template = flatten_dict(abstract_params(model_cfg))
         if set(template) != set(flat) or any(template[p].shape != np.shape(flat[p]) for p in flat):
             raise ConversionError("params do not match the model flags given to flax_to_torch")
     out = {torch_key(path): _to_torch_layout(path[-1], np.asarray(jax.device_get(v), np.float32))
@@ -199,5 +193,48 @@ def save_state_dict_file(state_dict: Mapping[str, np.ndarray], path: str, overwr
             os.remove(tmp)
 
 
-def config_of(model_cfg) -> UNetConfig:
-    return model_cfg if isinstance(model_cfg, UNetConfig) else UNetConfig.from_flags(model_cfg)
+# ---------------------------------------------------------------- CLI
+
+def _main(argv):
+    from absl import app, flags
+
+    from diff2lip_jax import checkpoint
+
+    FLAGS = flags.FLAGS
+    if len(argv) != 2 or argv[1] not in ("import", "export"):
+        raise app.UsageError("usage: diff2lip-convert import --torch F --out DIR [--config=...] | "
+                             "export --checkpoint DIR --out F.pt|F.safetensors")
+    if argv[1] == "import":
+        if not FLAGS.torch or not FLAGS.out:
+            raise app.UsageError("import needs --torch (an official .pt/.safetensors) and --out DIR")
+        model_flags = FLAGS.config.model
+        sd = load_state_dict_file(FLAGS.torch)
+        params = torch_to_flax(sd, model_flags)
+        where = checkpoint.save_model(FLAGS.out, params, model_flags, step=0,
+                                      meta={"source": os.path.abspath(FLAGS.torch)})
+        print(f"imported {len(sd)} tensors from {FLAGS.torch} -> {where}")
+    else:
+        if not FLAGS.checkpoint or not FLAGS.out:
+            raise app.UsageError("export needs --checkpoint DIR and --out F.pt|F.safetensors")
+        params, cfg, step = checkpoint.load_model(FLAGS.checkpoint, FLAGS.step)
+        sd = flax_to_torch(params, cfg)
+        save_state_dict_file(sd, FLAGS.out, overwrite=FLAGS.overwrite)
+        print(f"exported step {step} ({len(sd)} tensors, "
+              f"{sum(v.size for v in sd.values()):,} parameters) -> {FLAGS.out}")
+
+
+def run():
+    """Console script `diff2lip-convert`."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    from diff2lip_jax import cli
+
+    flags.DEFINE_string("torch", None, "import: official PyTorch state_dict (.pt/.pth/.safetensors)")
+    flags.DEFINE_string("out", None, "import: new model directory; export: .pt or .safetensors file")
+    flags.DEFINE_string("checkpoint", None, "export: model directory (training workdir or import output)")
+    flags.DEFINE_integer("step", None, "export: step to export (default: the newest)")
+    flags.DEFINE_bool("overwrite", False, "export: replace an existing --out file")
+    config_flags.DEFINE_config_file("config", cli.default_config("diff2lip", "official"),
+                                    "import: model flags (config.model); default the official model")
+    cli.run_app(cli.one_line_errors("diff2lip-convert")(_main))

@@ -214,12 +214,23 @@ def build_unet(model_cfg: Mapping[str, Any] | Any | UNetConfig) -> TFGUNet:
     return TFGUNet(cfg)
 
 
+def abstract_params(model_cfg: Mapping[str, Any] | Any | UNetConfig) -> dict:
+    """Shapes and dtypes of the params for these flags: a ShapeDtypeStruct tree, no compute."""
+    model = build_unet(model_cfg)
+    return jax.eval_shape(lambda: init_params(model, jax.random.key(0)))
+
+
 def init_params(model: TFGUNet, rng: jax.Array, batch: int = 1) -> dict:
-    """Initialises float32 params with dummy inputs of the model's size."""
+    """Float32 params for `model`, initialised under jit from dummy inputs of its size."""
     cfg = model.cfg
     s = cfg.image_size
     img = jnp.zeros((batch, s, s, 3), jnp.float32)
     ref = jnp.zeros((batch, s, s, 3 * cfg.nrefer), jnp.float32)
     mels = jnp.zeros((batch, cfg.audio.audio_dim, cfg.audio.audio_frames_per_video), jnp.float32)
-    return model.init(rng, img, jnp.zeros((batch,), jnp.int32), cond_img=img,
-                      mask=jnp.ones((batch, s, s, 1)), ref_img=ref, indiv_mels=mels)["params"]
+
+    @jax.jit
+    def _init(key):
+        return model.init(key, img, jnp.zeros((batch,), jnp.int32), cond_img=img,
+                          mask=jnp.ones((batch, s, s, 1)), ref_img=ref, indiv_mels=mels)["params"]
+
+    return _init(rng)

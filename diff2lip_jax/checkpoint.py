@@ -1,0 +1,106 @@
+"""Orbax checkpoints: one layout for imported, exported and trained models.
+
+A model directory (a training workdir or the output of `diff2lip-convert
+import`) holds an orbax CheckpointManager under `<dir>/checkpoints/`, one step
+folder per save, each with named items:
+
+  params   the inference parameters (Flax nested dict, float32)
+  meta     JSON: {"model": official-style model flags, "source": ..., ...}
+
+so the model flags travel with the weights and nothing else is needed to
+rebuild the network. Orbax writes each step to a temporary folder and renames
+it when complete, so an interrupted save never leaves a readable half step.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from diff2lip_jax.models import UNetConfig, abstract_params
+
+CHECKPOINTS = "checkpoints"
+
+
+class CheckpointError(ValueError):
+    """A directory that is not (or not yet) a diff2lip-jax checkpoint."""
+
+
+def manager_dir(path: str) -> str:
+    """The CheckpointManager root of a model directory (`<path>/checkpoints`)."""
+    path = os.path.abspath(os.path.expanduser(path))
+    return path if os.path.basename(path) == CHECKPOINTS else os.path.join(path, CHECKPOINTS)
+
+
+def open_manager(path: str, *, max_to_keep: int | None = None, async_save: bool = False,
+                 item_names: tuple[str, ...] = ("params", "meta")) -> ocp.CheckpointManager:
+    """A CheckpointManager over `<path>/checkpoints` with the given item names."""
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                           enable_async_checkpointing=async_save)
+    return ocp.CheckpointManager(manager_dir(path), options=options, item_names=item_names)
+
+
+def latest_step(path: str) -> int | None:
+    """The newest complete step in a model directory, or None when there is none."""
+    root = manager_dir(path)
+    if not os.path.isdir(root):
+        return None
+    steps = ocp.utils.checkpoint_steps(root)
+    return max(steps) if steps else None
+
+
+def save_model(path: str, params: Mapping[str, Any], model_flags: Mapping[str, Any] | UNetConfig,
+               step: int = 0, meta: Mapping[str, Any] | None = None) -> str:
+    """Writes `params` and the model flags as step `step` of a new model directory.
+
+    Refuses a directory that already holds a checkpoint (nothing a user made is
+    overwritten). Returns the step folder.
+    """
+    if latest_step(path) is not None:
+        raise CheckpointError(f"{path} already holds a checkpoint; choose a new output directory")
+    cfg = model_flags if isinstance(model_flags, UNetConfig) else UNetConfig.from_flags(model_flags)
+    info = {"model": cfg.to_flags(), **dict(meta or {})}
+    host_params = jax.tree.map(lambda a: np.asarray(jax.device_get(a), np.float32), dict(params))
+    with open_manager(path) as mngr:
+        mngr.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(host_params),
+                                                meta=ocp.args.JsonSave(info)))
+        mngr.wait_until_finished()
+    return os.path.join(manager_dir(path), str(step))
+
+
+def read_meta(path: str, step: int | None = None) -> tuple[dict, int]:
+    """(meta dict, step) of a model directory's newest (or given) step."""
+    step = _resolve_step(path, step)
+    with open_manager(path) as mngr:
+        restored = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    return dict(restored["meta"]), step
+
+
+def load_model(path: str, step: int | None = None) -> tuple[dict, UNetConfig, int]:
+    """(params as host numpy float32, UNetConfig, step) from a model directory."""
+    meta, step = read_meta(path, step)
+    cfg = UNetConfig.from_flags(meta["model"])
+    cpu = jax.sharding.SingleDeviceSharding(jax.local_devices(backend="cpu")[0])
+    abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, np.float32, sharding=cpu),
+                            abstract_params(cfg))
+    with open_manager(path) as mngr:
+        restored = mngr.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract)))
+    params = jax.tree.map(np.asarray, restored["params"])
+    return params, cfg, step
+
+
+def _resolve_step(path: str, step: int | None) -> int:
+    if not os.path.isdir(path):
+        raise CheckpointError(f"{path}: no such directory")
+    available = sorted(ocp.utils.checkpoint_steps(manager_dir(path))) if os.path.isdir(manager_dir(path)) else []
+    if not available:
+        raise CheckpointError(f"{path} holds no checkpoint (expected {manager_dir(path)}/<step>/)")
+    if step is None:
+        return available[-1]
+    if step not in available:
+        raise CheckpointError(f"{path} has no step {step}; available: {available}")
+    return step

@@ -1,0 +1,47 @@
+"""Shared plumbing for the console scripts: config flags and one-line errors."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from typing import Callable
+
+from absl import app, flags
+
+import configs
+
+CONFIG_DIR = os.path.dirname(os.path.abspath(configs.__file__))
+
+
+def default_config(name: str, variant: str) -> str:
+    """`<installed configs dir>/<name>.py:<variant>`, usable as a config_flags default."""
+    return f"{os.path.join(CONFIG_DIR, name)}.py:{variant}"
+
+
+# Errors a user can fix; they print as one line, never as a traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FileExistsError,
+                                                 NotADirectoryError, PermissionError, ImportError)
+
+
+def one_line_errors(prog: str) -> Callable:
+    """Decorates an absl `main`: user errors exit 2 with `prog: error: <message>`."""
+
+    def wrap(main: Callable) -> Callable:
+        @functools.wraps(main)
+        def wrapped(argv):
+            try:
+                return main(argv)
+            except USER_ERRORS as e:
+                message = " ".join(str(e).split()) or type(e).__name__
+                print(f"{prog}: error: {message}", file=sys.stderr)
+                sys.exit(2)
+        return wrapped
+
+    return wrap
+
+
+def run_app(main: Callable) -> None:
+    """absl app.run with GNU-style flags (flags may follow a sub-command)."""
+    flags.FLAGS.set_gnu_getopt(True)
+    app.run(main)
