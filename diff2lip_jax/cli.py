@@ -7,7 +7,7 @@ import os
 import sys
 from typing import Callable
 
-from absl import app, flags
+from absl import app, flags, logging
 
 import configs
 
@@ -30,6 +30,7 @@ def one_line_errors(prog: str) -> Callable:
     def wrap(main: Callable) -> Callable:
         @functools.wraps(main)
         def wrapped(argv):
+            quiet_libraries()
             try:
                 return main(argv)
             except USER_ERRORS as e:
@@ -39,6 +40,12 @@ def one_line_errors(prog: str) -> Callable:
         return wrapped
 
     return wrap
+
+
+def quiet_libraries() -> None:
+    """Keeps orbax/jax INFO chatter off the console unless the user asked (-v / --verbosity)."""
+    if "verbosity" in flags.FLAGS and not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
 
 
 def run_app(main: Callable) -> None:

@@ -155,11 +155,11 @@ def load_state_dict_file(path: str) -> dict[str, np.ndarray]:
         raise ImportError("reading .pt files needs PyTorch: pip install 'diff2lip-jax[torch]'") from e
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise ConversionError(f"{path}: refused, the file holds pickled code, not just tensors "
-                              f"(weights_only load failed: {str(e).splitlines()[0]})") from None
-    except (RuntimeError, EOFError) as e:
-        raise ConversionError(f"{path}: not a readable PyTorch file ({str(e).splitlines()[0]})") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+        if "Unsupported global" in str(e):
+            raise ConversionError(f"{path}: refused, the file holds pickled code, not just tensors; "
+                                  "re-save it as a plain state_dict of tensors") from None
+        raise ConversionError(f"{path}: not a readable PyTorch state_dict file") from None
     if isinstance(obj, Mapping):
         for wrapper in ("state_dict", "model", "ema"):
             if wrapper in obj and isinstance(obj[wrapper], Mapping):

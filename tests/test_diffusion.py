@@ -317,6 +317,37 @@ def test_vb_frozen_mean_and_masked_mse(full_diffusion):
     np.testing.assert_allclose(np.asarray(whole["mse"]), err.mean(axis=(1, 2, 3)), rtol=1e-5)
 
 
+def test_ddpm_matches_numpy_reference():
+    """Ancestral sampling with learned-range variance against a float64 numpy loop."""
+    diff = create_diffusion(1000, "linear", True, "5")
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((2, 8, 8, 3))
+    cond = rng.uniform(-1, 1, (2, 8, 8, 3))
+    mask = np.zeros((2, 8, 8, 1))
+    mask[:, 4:] = 1.0
+    key = jax.random.key(5)
+    out = diff.p_sample_loop(toy_model, jnp.asarray(x, jnp.float32),
+                             dict(cond_img=jnp.asarray(cond, jnp.float32),
+                                  mask=jnp.asarray(mask, jnp.float32)), rng=key)
+
+    kept = sorted(space_timesteps(1000, "5"))
+    ab = np.cumprod(1 - get_named_beta_schedule("linear", 1000))[kept]
+    ab_prev = np.append(1.0, ab[:-1])
+    betas = 1 - ab / ab_prev
+    post_var = betas * (1 - ab_prev) / (1 - ab)
+    post_log = np.log(np.append(post_var[1], post_var[1:]))
+    for i, t in enumerate(range(4, -1, -1)):
+        eps = np.tanh(x * mask + (1 - mask) * cond) * kept[t] / 1000 + 0.1 * cond
+        frac = (0.3 + 1) / 2
+        log_var = frac * np.log(betas[t]) + (1 - frac) * post_log[t]
+        x0 = np.clip(np.sqrt(1 / ab[t]) * x - np.sqrt(1 / ab[t] - 1) * eps, -1, 1)
+        mean = (betas[t] * np.sqrt(ab_prev[t]) * x0
+                + (1 - ab_prev[t]) * np.sqrt(1 - betas[t]) * x) / (1 - ab[t])
+        z = np.asarray(jax.random.normal(jax.random.fold_in(key, i), x.shape))
+        x = mean + (t != 0) * np.exp(0.5 * log_var) * z
+    assert rel_l2(out, x) < 1e-5
+
+
 # ------------------------------------------------------------------ sharding
 
 
@@ -348,6 +379,22 @@ def test_shared_start_noise():
     np.testing.assert_array_equal(np.asarray(noise[0]), np.asarray(noise[3]))
     assert not np.array_equal(np.asarray(start_noise(jax.random.key(0), (4, 8, 8, 3))[0]),
                               np.asarray(start_noise(jax.random.key(0), (4, 8, 8, 3))[1]))
+
+
+def test_sampling_from_shape(golden_diffusion):
+    cond = jnp.broadcast_to(jnp.linspace(-1, 1, 8)[None, :, None, None], (3, 8, 8, 3))
+    kwargs = dict(cond_img=cond, mask=jnp.ones((3, 8, 8, 1)))
+    out = golden_diffusion.ddim_sample_loop(toy_model, (3, 8, 8, 3), kwargs,
+                                            rng=jax.random.key(1), shared_noise=True)
+    # Same start noise and same conditioning: every frame comes out the same.
+    np.testing.assert_allclose(np.asarray(out[0]), np.asarray(out[2]), atol=1e-6)
+    with pytest.raises(ValueError):
+        golden_diffusion.ddim_sample_loop(toy_model, (3, 8, 8, 3), kwargs)
+    with pytest.raises(ValueError):
+        golden_diffusion.p_sample_loop(toy_model, jnp.zeros((3, 8, 8, 3)), kwargs)
+    with pytest.raises(ValueError):
+        golden_diffusion.ddim_sample_loop(toy_model, (3, 8, 8, 3), kwargs, rng=jax.random.key(1),
+                                          return_intermediates=26)
 
 
 # ------------------------------------------------------------------ tiny UNet end to end
