@@ -156,7 +156,7 @@ def load_state_dict_file(path: str) -> dict[str, np.ndarray]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
-        if "Unsupported global" in str(e):
+        if "GLOBAL" in str(e):  # the unpickler met a function or class reference
             raise ConversionError(f"{path}: refused, the file holds pickled code, not just tensors; "
                                   "re-save it as a plain state_dict of tensors") from None
         raise ConversionError(f"{path}: not a readable PyTorch state_dict file") from None
