@@ -1,0 +1,164 @@
+"""UNet speed: jitted forward and training step (fwd+bwd+Adam), optionally vs the official PyTorch model.
+
+    python benchmarks/unet.py                                  # official config, batch 5
+    python benchmarks/unet.py --config=configs/diff2lip.py:tiny --batch=8
+    python benchmarks/unet.py --torch_reference=/path/to/diff2lip   # + the official model, same inputs
+
+Reports seconds per call (median of --repeats after one warm-up), frames/s and
+achieved GFLOP/s from XLA's cost analysis of the compiled program. With
+--torch_reference (a checkout of github.com/soumik-kanad/diff2lip that you
+supply) the official TFGModel runs on the same inputs in the same process and
+the ratio torch_time / jax_time is printed (> 1 means we are faster).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+
+from absl import app, flags
+from ml_collections import config_flags
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from diff2lip_jax.cli import default_config
+from diff2lip_jax.convert import flax_to_torch
+from diff2lip_jax.models import build_unet, init_params
+
+config_flags.DEFINE_config_file("config", default_config("diff2lip", "official"), "model config (config.model)")
+flags.DEFINE_integer("batch", 5, "frames per call")
+flags.DEFINE_integer("repeats", 3, "timed calls after the warm-up")
+flags.DEFINE_string("torch_reference", None, "checkout of the official diff2lip repo to time alongside")
+flags.DEFINE_list("modes", ["forward", "train"], "forward and/or train (fwd+bwd+Adam)")
+FLAGS = flags.FLAGS
+
+
+def make_inputs(cfg, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """NHWC float32 inputs of the model's size (lower half masked)."""
+    rng = np.random.default_rng(seed)
+    s = cfg.image_size
+    mask = np.zeros((batch, s, s, 1), np.float32)
+    mask[:, s // 2:] = 1
+    return dict(
+        x=rng.standard_normal((batch, s, s, 3)).astype(np.float32),
+        t=rng.integers(0, 1000, batch).astype(np.int32),
+        cond_img=rng.uniform(-1, 1, (batch, s, s, 3)).astype(np.float32),
+        mask=mask,
+        ref_img=rng.uniform(-1, 1, (batch, s, s, 3 * cfg.nrefer)).astype(np.float32),
+        indiv_mels=rng.standard_normal((batch, 80, 16)).astype(np.float32),
+        target=rng.standard_normal((batch, s, s, cfg.out_channels)).astype(np.float32),
+    )
+
+
+def timed(fn, repeats: int) -> float:
+    fn()  # warm-up (compilation, allocator)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def flops_of(compiled) -> float:
+    cost = compiled.cost_analysis()
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0]
+    return float(cost.get("flops", 0.0)) if cost else 0.0
+
+
+def bench_jax(model, params, inputs, modes, repeats):
+    kw = {k: jnp.asarray(inputs[k]) for k in ("cond_img", "mask", "ref_img", "indiv_mels")}
+    x, t, target = jnp.asarray(inputs["x"]), jnp.asarray(inputs["t"]), jnp.asarray(inputs["target"])
+    results = {}
+    if "forward" in modes:
+        fwd = jax.jit(lambda p, x, t: model.apply({"params": p}, x, t, **kw))
+        compiled = fwd.lower(params, x, t).compile()
+        secs = timed(lambda: compiled(params, x, t).block_until_ready(), repeats)
+        results["forward"] = (secs, flops_of(compiled))
+    if "train" in modes:
+        tx = optax.adam(1e-4)
+
+        def loss_fn(p):
+            return jnp.mean((model.apply({"params": p}, x, t, **kw) - target) ** 2)
+
+        def step(p, opt_state):
+            loss, grads = jax.value_and_grad(loss_fn)(p)
+            updates, opt_state = tx.update(grads, opt_state, p)
+            return optax.apply_updates(p, updates), opt_state, loss
+
+        opt_state = tx.init(params)
+        compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, opt_state).compile()
+        state = [jax.tree.map(jnp.copy, params), opt_state]
+
+        def run():
+            state[0], state[1], loss = compiled(state[0], state[1])
+            loss.block_until_ready()
+
+        results["train"] = (timed(run, repeats), flops_of(compiled))
+    return results
+
+
+def bench_torch(repo, flags_dict, params, cfg, inputs, modes, repeats):
+    import torch
+
+    from diff2lip_jax.official_reference import build_official_model
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    model = build_official_model(repo, flags_dict)
+    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in flax_to_torch(params, cfg).items()})
+    nchw = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))
+    x, target = nchw(inputs["x"]), nchw(inputs["target"])
+    t = torch.from_numpy(inputs["t"].astype(np.int64))
+    kw = dict(cond_img=nchw(inputs["cond_img"]), mask=nchw(inputs["mask"]), ref_img=nchw(inputs["ref_img"]),
+              indiv_mels=torch.from_numpy(inputs["indiv_mels"]))
+    results = {}
+    if "forward" in modes:
+        def fwd():
+            with torch.no_grad():
+                model(x, t, **kw)
+        results["forward"] = timed(fwd, repeats)
+    if "train" in modes:
+        model.train()
+        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+        def train():
+            opt.zero_grad(set_to_none=True)
+            loss = ((model(x, t, **kw) - target) ** 2).mean()
+            loss.backward()
+            opt.step()
+        results["train"] = timed(train, repeats)
+    return results
+
+
+def main(argv):
+    del argv
+    cfg_model = FLAGS.config.model
+    model = build_unet(cfg_model)
+    cfg = model.cfg
+    params = init_params(model, jax.random.key(0))
+    inputs = make_inputs(cfg, FLAGS.batch)
+    print(f"backend {jax.default_backend()} ({jax.device_count()} device(s)), image {cfg.image_size}, "
+          f"channels {cfg.num_channels}, batch {FLAGS.batch}, "
+          f"{sum(p.size for p in jax.tree.leaves(params)):,} params")
+    ours = bench_jax(model, params, inputs, FLAGS.modes, FLAGS.repeats)
+    theirs = (bench_torch(FLAGS.torch_reference, cfg_model, params, cfg, inputs, FLAGS.modes, FLAGS.repeats)
+              if FLAGS.torch_reference else {})
+    print(f"{'mode':<9}{'jax s':>9}{'frames/s':>10}{'GFLOP/frame':>13}{'GFLOP/s':>9}"
+          + (f"{'torch s':>9}{'torch/jax':>10}" if theirs else ""))
+    for mode, (secs, flops) in ours.items():
+        row = (f"{mode:<9}{secs:>9.3f}{FLAGS.batch / secs:>10.2f}{flops / 1e9 / FLAGS.batch:>13.1f}"
+               f"{flops / 1e9 / secs:>9.1f}")
+        if mode in theirs:
+            row += f"{theirs[mode]:>9.3f}{theirs[mode] / secs:>10.2f}"
+        print(row)
+    print("(train = forward + backward + Adam update; times are medians of "
+          f"{FLAGS.repeats} calls after a warm-up)")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,214 @@
+"""The prepared dataset: record schema, locating a dataset on disk, window rules, JPEG decoding.
+
+A prepared dataset is a TFDS dataset in ArrayRecord format (written by
+``diff2lip-preprocess``): ``<out>/<name>/<version>/`` holding ``dataset_info.json``,
+``features.json`` and ``<name>-<split>.array_record-XXXXX-of-YYYYY`` shards. One
+record per clip (see :func:`tfds_features` for the fields). Reading needs no
+TensorFlow: TFDS parses the records with numpy (``builder.as_data_source``).
+
+This module is the single definition of the schema: ``data_pipelines`` writes with
+:func:`tfds_features`, the loaders here read with it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+from typing import Any, Optional, Sequence, Union
+
+import cv2
+import numpy as np
+
+from diff2lip_jax import audio
+
+PathLike = Union[str, os.PathLike]
+
+FPS = audio.FPS  # frames per second of every prepared clip
+WINDOW = audio.SYNCNET_T  # frames per training sequence (5)
+IMAGE_SIZE = 128  # side of the stored face crops, pixels
+FEATURE_NAMES = ("clip_id", "speaker_id", "source", "fps", "num_frames", "frame_size",
+                 "boxes", "has_face", "frames", "mel")  # fmt: skip
+
+
+def tfds_features():
+    """The TFDS features of a clip record.
+
+    * ``clip_id`` (str): e.g. ``id00017/01dfn2spqyE/00001`` (VoxCeleb2),
+      ``ABOUT/test/ABOUT_00001`` (LRW), ``<speaker>/<file stem>`` (local videos):
+      the ids of the paper's evaluation filelists.
+    * ``speaker_id`` (str), ``source`` (str, path of the original video).
+    * ``fps`` (int32, always 25), ``num_frames`` (int32 N).
+    * ``frame_size`` int32 ``[2]``: (height, width) of the source frames.
+    * ``boxes`` int32 ``[N, 4]``: face box (x1, y1, x2, y2) in source pixels, end exclusive.
+    * ``has_face`` bool ``[N]``: False where no face was detected near the frame.
+    * ``frames`` bytes ``[N]``: JPEG-encoded RGB face crops, 128 x 128 by default.
+    * ``mel`` float32 ``[80, T]``: :func:`diff2lip_jax.audio.melspectrogram` of the
+      16 kHz audio (float32 kept: it is ~15% of a record, and float16 would change
+      the model inputs).
+    """
+    import tensorflow_datasets as tfds
+
+    f = tfds.features
+    return f.FeaturesDict({
+        "clip_id": f.Text(),
+        "speaker_id": f.Text(),
+        "source": f.Text(),
+        "fps": f.Scalar(dtype=np.int32),
+        "num_frames": f.Scalar(dtype=np.int32),
+        "frame_size": f.Tensor(shape=(2,), dtype=np.int32),
+        "boxes": f.Tensor(shape=(None, 4), dtype=np.int32),
+        "has_face": f.Tensor(shape=(None,), dtype=np.bool_),
+        "frames": f.Tensor(shape=(None,), dtype=np.object_),
+        "mel": f.Tensor(shape=(audio.NUM_MELS, None), dtype=np.float32),
+    })  # fmt: skip
+
+
+# -- locating a dataset ---------------------------------------------------------------
+
+
+def _version_key(path: pathlib.Path) -> tuple[int, ...]:
+    try:
+        return tuple(int(p) for p in path.name.split("."))
+    except ValueError:
+        return (-1,)
+
+
+def find_dataset_dir(data_dir: PathLike, name: Optional[str] = None) -> pathlib.Path:
+    """The version directory of a prepared dataset (the one holding ``dataset_info.json``).
+
+    ``data_dir`` may be that directory, a dataset directory (``<out>/<name>``: the
+    highest version is taken) or the ``--out`` of ``diff2lip-preprocess`` (it must hold
+    exactly one dataset, or ``name`` must pick one).
+
+    Raises:
+      FileNotFoundError: no prepared dataset there. ValueError: several, and no ``name``.
+    """
+    root = pathlib.Path(data_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"data dir {root} does not exist; pass the --out of diff2lip-preprocess")
+    if (root / "dataset_info.json").is_file():
+        return root
+    found: dict[str, list[pathlib.Path]] = {}
+    for pattern in ("*/dataset_info.json", "*/*/dataset_info.json"):
+        for info in root.glob(pattern):
+            version_dir = info.parent
+            if version_dir.name.startswith("incomplete") or _version_key(version_dir) == (-1,):
+                continue  # TFDS's temporary directory of an unfinished build, or not a version
+            ds_name = json.loads(info.read_text()).get("name", version_dir.parent.name)
+            found.setdefault(ds_name, []).append(version_dir)
+    if name is not None:
+        found = {k: v for k, v in found.items() if k == name}
+    if not found:
+        which = f"dataset {name!r}" if name else "prepared dataset"
+        raise FileNotFoundError(f"no {which} under {root} (no <name>/<version>/dataset_info.json); "
+                                "run diff2lip-preprocess --out there first")  # fmt: skip
+    if len(found) > 1:
+        raise ValueError(f"{root} holds several datasets ({', '.join(sorted(found))}); choose one by name")
+    return max(next(iter(found.values())), key=_version_key)
+
+
+def open_split(data_dir: PathLike, split: str = "train", name: Optional[str] = None):
+    """Random-access view of one split: ``len(src)`` clips, ``src[i]`` a dict of numpy values.
+
+    Returns TFDS's ``ArrayRecordDataSource`` (picklable, so grain workers can use it);
+    text fields come back as ``bytes``.
+
+    Raises:
+      ValueError: the split does not exist (the message lists those that do).
+    """
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder_from_directory(os.fspath(find_dataset_dir(data_dir, name)))
+    splits = builder.info.splits
+    if split not in splits:
+        raise ValueError(f"dataset {builder.info.full_name} has no split {split!r}; "
+                         f"it has {', '.join(sorted(splits.keys())) or 'none'}")  # fmt: skip
+    return builder.as_data_source(split=split)
+
+
+# -- windows ----------------------------------------------------------------------------
+
+
+def valid_window_starts(has_face: np.ndarray, num_mel_steps: int, fps: float = FPS) -> np.ndarray:
+    """Which frames may start a training sequence: bool ``[N]``.
+
+    Start ``s`` is valid when (the official Wav2Lip/Diff2Lip dataset rules):
+
+    * ``s >= 1`` and ``s + 5 <= N`` (the official per-frame mel windows start one
+      frame early, at ``s - 1``);
+    * frames ``s .. s+4`` all have a face;
+    * another face frame exists outside ``[s, s+5)`` (for the reference);
+    * every mel window is complete: the last per-frame window (frame ``s+4``,
+      starting at mel step ``int(80 (s+3) / fps)``) ends inside the spectrogram, as
+      the official loader requires (it skips windows shorter than 16 steps).
+
+    Args:
+      has_face: bool ``[N]``.
+      num_mel_steps: ``T`` of the clip's ``mel [80, T]``.
+      fps: video frame rate.
+    """
+    has_face = np.asarray(has_face, bool).reshape(-1)
+    n = has_face.size
+    valid = np.zeros(n, bool)
+    if n < WINDOW + 1:
+        return valid
+    # Faces in window [s, s+5) for every s, via a cumulative sum (no Python loop).
+    csum = np.concatenate([[0], np.cumsum(has_face)])
+    starts = np.arange(1, n - WINDOW + 1)
+    in_window = csum[starts + WINDOW] - csum[starts]
+    last_start = (float(audio.MEL_STEPS_PER_SECOND) * ((starts + WINDOW - 2).astype(np.float64) / float(fps)))
+    audio_ok = last_start.astype(np.int64) + audio.MEL_STEP_SIZE <= num_mel_steps
+    valid[starts] = (in_window == WINDOW) & (csum[-1] > WINDOW) & audio_ok
+    return valid
+
+
+def window_mels(mel: np.ndarray, start: int, fps: float = FPS) -> tuple[np.ndarray, np.ndarray]:
+    """Mel inputs of the sequence of frames ``start .. start+4``.
+
+    Returns:
+      indiv_mels float32 ``[5, 80, 16]``: each frame's window, exactly the rows
+        ``start .. start+4`` of :func:`diff2lip_jax.audio.frame_mel_windows`;
+      sync_mel float32 ``[80, 16]``: :func:`diff2lip_jax.audio.sync_mel_window` at ``start``.
+    """
+    frames = np.arange(start, start + WINDOW)
+    # frame_mel_windows starts frame f's window where a sync window starting at frame
+    # max(f - 1, 0) starts, so only these five windows are gathered, not all N.
+    indiv = audio.sync_mel_windows(mel, np.maximum(frames - 1, 0), fps)
+    return indiv, audio.sync_mel_window(mel, start, fps)
+
+
+# -- images -------------------------------------------------------------------------------
+
+
+def decode_jpegs(blobs: Sequence[bytes], image_size: Optional[int] = None) -> np.ndarray:
+    """JPEG bytes -> uint8 RGB ``[n, S, S, 3]``; resized (area / bilinear) when ``image_size`` is set.
+
+    Raises:
+      ValueError: a blob is not a decodable JPEG.
+    """
+    out: Optional[np.ndarray] = None
+    for i, blob in enumerate(blobs):
+        bgr = cv2.imdecode(np.frombuffer(blob, np.uint8), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise ValueError(f"frame {i}: not a decodable JPEG ({len(blob)} bytes); re-run diff2lip-preprocess")
+        if image_size is not None and bgr.shape[:2] != (image_size, image_size):
+            shrink = bgr.shape[0] > image_size
+            bgr = cv2.resize(bgr, (image_size, image_size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        if out is None:
+            out = np.empty((len(blobs), *bgr.shape), np.uint8)
+        out[i] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    if out is None:
+        side = image_size or IMAGE_SIZE
+        return np.zeros((0, side, side, 3), np.uint8)
+    return out
+
+
+def to_unit_range(images: np.ndarray) -> np.ndarray:
+    """uint8 ``[...]`` in [0, 255] -> float32 in [-1, 1] (``x / 127.5 - 1``)."""
+    return np.asarray(images, np.float32) * np.float32(1 / 127.5) - np.float32(1.0)
+
+
+def text(value: Any) -> str:
+    """A TFDS text field (bytes) as str."""
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
