@@ -1,0 +1,197 @@
+"""TFDS builders writing prepared Diff2Lip datasets as ArrayRecord: local_videos, voxceleb2, lrw.
+
+They are ordinary ``tfds.core.GeneratorBasedBuilder`` subclasses with
+``file_format="array_record"``; ``download_and_prepare`` needs no TensorFlow
+(TFDS serialises tf.Example protos with its own copy of the proto classes).
+``_split_generators`` finds the clips (from ``source``, else TFDS's
+``manual_dir``), assigns splits, processes the clips not cached yet in a
+process pool (:func:`process.run_clips`), and ``_generate_examples`` yields the
+cached records. With ``beam=True`` the clips are processed inside an Apache Beam
+pipeline instead (no cache; see the README on scaling), which TFDS runs with the
+``beam_runner`` / ``beam_options`` of its ``DownloadConfig``.
+
+Usage::
+
+    builder = make_builder("voxceleb2", data_dir="/data/prepared", source="/data/vox2",
+                           options=ProcessOptions(face_detector="voxceleb2"), num_workers=8)
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        download_mode=tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS))
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import types
+from collections import defaultdict
+from typing import Any, Callable, ClassVar, Iterator, Optional
+
+import tensorflow_datasets as tfds
+
+from data_pipelines.builders import process
+from data_pipelines.builders.process import ClipResult, ProcessOptions, RunResult
+from data_pipelines.builders.sources import (ClipSource, assign_splits, local_video_sources, lrw_sources,
+                                             voxceleb2_sources)
+from diff2lip_jax.data import records
+
+_CITATION = """@inproceedings{mukhopadhyay2024diff2lip,
+  title={Diff2Lip: Audio Conditioned Diffusion Models for Lip-Synchronization},
+  author={Mukhopadhyay, Soumik and Suri, Saksham and Gadde, Ravi Teja and Shrivastava, Abhinav},
+  booktitle={WACV}, year={2024}}"""
+
+
+class ClipDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """Base builder: one record per clip (schema: :func:`diff2lip_jax.data.tfds_features`).
+
+    Subclasses define :meth:`find_sources`. Constructor arguments beyond TFDS's
+    (``data_dir`` etc.):
+
+    source: the input (folder, glob, filelist or download root); default: TFDS's
+      ``manual_dir``.
+    options: how clips are processed. cache_dir: per-clip results (default
+      ``<data_dir>/cache``). num_workers: processes over clips.
+    split, val_fraction, test_fraction: see :func:`sources.assign_splits`.
+    retry_failed: redo clips that failed in an earlier run.
+    log: progress messages (e.g. ``print``). beam: process clips with Apache Beam.
+
+    After ``download_and_prepare``, ``run_result`` holds every clip's outcome.
+    """
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES: ClassVar[dict[str, str]] = {"1.0.0": "25 fps 128 px face crops (JPEG), boxes, mel per clip."}
+    HOMEPAGE: ClassVar[str] = "https://github.com/soumik-kanad/diff2lip"
+    DESCRIPTION: ClassVar[str] = "Talking-face clips prepared for Diff2Lip."
+
+    def __init__(self, *, source: Optional[str] = None, options: ProcessOptions = ProcessOptions(),
+                 cache_dir: Optional[str] = None, num_workers: int = 0, split: str = "auto",
+                 val_fraction: float = 0.05, test_fraction: float = 0.0, retry_failed: bool = False,
+                 log: Optional[Callable[[str], None]] = None, beam: bool = False, **kwargs: Any) -> None:
+        self._source, self._options, self._num_workers = source, options, num_workers
+        self._split_mode, self._val_fraction, self._test_fraction = split, val_fraction, test_fraction
+        self._retry_failed, self._log, self._beam = retry_failed, log, beam
+        self.run_result: Optional[RunResult] = None
+        kwargs.setdefault("file_format", "array_record")
+        super().__init__(**kwargs)
+        self._cache_dir = cache_dir or os.path.join(os.fspath(self.data_dir_root), "cache")
+
+    @classmethod
+    def find_sources(cls, source: str) -> list[ClipSource]:
+        """The clips of ``source`` (official split or "" for each)."""
+        raise NotImplementedError(f"{cls.__name__} does not define find_sources")
+
+    def sources(self, source: Optional[str] = None) -> list[ClipSource]:
+        """The clips to prepare, with their splits assigned."""
+        found = self.find_sources(source or self._source)
+        return assign_splits(found, self._split_mode, self._val_fraction, self._test_fraction)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(builder=self, description=self.DESCRIPTION, features=records.tfds_features(),
+                                     homepage=self.HOMEPAGE, citation=_CITATION)  # fmt: skip
+
+    def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Any]:
+        sources = self.sources(self._source or os.fspath(dl_manager.manual_dir))
+        by_split: dict[str, list] = defaultdict(list)
+        if self._beam:
+            for s in sources:
+                by_split[s.split].append(s)
+            return {split: _beam_examples(items, self._options) for split, items in sorted(by_split.items())}
+        self.run_result = process.run_clips(sources, self._options, self._cache_dir, self._num_workers,
+                                            self._retry_failed, self._log)  # fmt: skip
+        for r in self.run_result.ok:
+            by_split[r.source.split].append(r)
+        if not by_split:
+            raise ValueError(f"none of the {len(sources)} clips could be processed (first failure: "
+                             f"{self.run_result.results[0].source.path}: {self.run_result.results[0].reason})")  # fmt: skip
+        return {split: self._generate_examples(items) for split, items in sorted(by_split.items())}
+
+    def _generate_examples(self, results: list[ClipResult]) -> Iterator[tuple[str, dict[str, Any]]]:
+        for r in results:
+            yield r.source.clip_id, process.load_record(r.cache_path)
+
+
+def _beam_examples(sources: list[ClipSource], options: ProcessOptions):
+    """A Beam PTransform: clip sources -> (clip_id, record); failures are logged and counted."""
+    beam = tfds.core.lazy_imports.apache_beam
+    failed = beam.metrics.Metrics.counter("diff2lip", "failed_clips")
+
+    def make(src: ClipSource) -> Iterator[tuple[str, dict[str, Any]]]:
+        try:
+            # process._detector keeps one detector per Beam worker process.
+            yield src.clip_id, process.process_clip(src, options, process._detector(options))
+        except Exception as e:  # noqa: BLE001 - one bad clip must not fail the pipeline
+            failed.inc()
+            logging.warning("diff2lip: %s failed: %s", src.path, process._one_line(e, src.path))
+
+    return beam.Create(sources) | beam.FlatMap(make)
+
+
+class LocalVideos(ClipDatasetBuilder, skip_registration=True):
+    """Any videos: a folder (recursive), a glob or a filelist; speaker = parent folder."""
+
+    name = "local_videos"
+    DESCRIPTION = "Local talking-face videos prepared for Diff2Lip (speaker = parent folder)."
+
+    @classmethod
+    def find_sources(cls, source: str) -> list[ClipSource]:
+        return local_video_sources(source)
+
+
+class VoxCeleb2(ClipDatasetBuilder, skip_registration=True):
+    """VoxCeleb2 from its official layout; by default the first utterance of each video."""
+
+    name = "voxceleb2"
+    DESCRIPTION = "VoxCeleb2 (dev: train + held-out val speakers; test) prepared for Diff2Lip."
+    HOMEPAGE = "https://www.robots.ox.ac.uk/~vgg/data/voxceleb/vox2.html"
+    MANUAL_DOWNLOAD_INSTRUCTIONS = "Download VoxCeleb2 (mp4) and unpack it so that dev/mp4/ and test/mp4/ are here."
+
+    def __init__(self, *, first_utterance_only: bool = True, **kwargs: Any) -> None:
+        self._first_utterance_only = first_utterance_only
+        super().__init__(**kwargs)
+
+    def sources(self, source: Optional[str] = None) -> list[ClipSource]:
+        found = voxceleb2_sources(source or self._source, self._first_utterance_only)
+        return assign_splits(found, self._split_mode, self._val_fraction, self._test_fraction)
+
+    @classmethod
+    def find_sources(cls, source: str) -> list[ClipSource]:
+        return voxceleb2_sources(source)
+
+
+class Lrw(ClipDatasetBuilder, skip_registration=True):
+    """LRW (Lip Reading in the Wild) from its official layout and splits."""
+
+    name = "lrw"
+    DESCRIPTION = "LRW word clips (official train/val/test) prepared for Diff2Lip."
+    HOMEPAGE = "https://www.robots.ox.ac.uk/~vgg/data/lip_reading/lrw1.html"
+    MANUAL_DOWNLOAD_INSTRUCTIONS = "Download LRW and unpack it so that lipread_mp4/<WORD>/{train,val,test}/ is here."
+
+    @classmethod
+    def find_sources(cls, source: str) -> list[ClipSource]:
+        return lrw_sources(source)
+
+
+BUILDERS: dict[str, type[ClipDatasetBuilder]] = {"local_videos": LocalVideos, "voxceleb2": VoxCeleb2, "lrw": Lrw}
+_NAME_RE = re.compile(r"[a-z][a-z0-9_]*")
+
+
+def make_builder(kind: str, dataset_name: Optional[str] = None, **kwargs: Any) -> ClipDatasetBuilder:
+    """A builder of ``kind`` ("local_videos", "voxceleb2", "lrw"), named ``dataset_name``.
+
+    The name is the dataset folder under ``data_dir`` (default: the kind). Other
+    arguments go to the builder (see :class:`ClipDatasetBuilder`).
+
+    Raises:
+      ValueError: unknown kind or a name that is not snake_case.
+    """
+    if kind not in BUILDERS:
+        raise ValueError(f"--builder={kind!r} is not one of {', '.join(BUILDERS)}")
+    base = BUILDERS[kind]
+    if dataset_name is None or dataset_name == base.name:
+        return base(**kwargs)
+    if not _NAME_RE.fullmatch(dataset_name):
+        raise ValueError(f"--dataset_name={dataset_name!r} must be snake_case: a-z, 0-9 and _, starting with a letter")
+    # A subclass per name: TFDS takes the dataset name (and folder) from the class.
+    cls = types.new_class(f"{base.__name__}_{dataset_name}", (base,), {"skip_registration": True},
+                          lambda ns: ns.update(name=dataset_name, __module__=base.__module__))  # fmt: skip
+    return cls(**kwargs)
