@@ -20,6 +20,8 @@ Usage::
 
 from __future__ import annotations
 
+import abc
+import inspect
 import logging
 import os
 import re
@@ -28,6 +30,7 @@ from collections import defaultdict
 from typing import Any, Callable, ClassVar, Iterator, Optional
 
 import tensorflow_datasets as tfds
+from etils import epath
 
 from data_pipelines.builders import process
 from data_pipelines.builders.process import ClipResult, ProcessOptions, RunResult
@@ -63,6 +66,13 @@ class ClipDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
     HOMEPAGE: ClassVar[str] = "https://github.com/soumik-kanad/diff2lip"
     DESCRIPTION: ClassVar[str] = "Talking-face clips prepared for Diff2Lip."
 
+    @tfds.core.utils.classproperty
+    @classmethod
+    def code_path(cls) -> epath.Path:
+        # TFDS 4.9.10 resolves this through `importlib_resources`, a backport it only
+        # installs for Python < 3.9, and fails without it for builders in packages.
+        return epath.Path(inspect.getfile(cls))
+
     def __init__(self, *, source: Optional[str] = None, options: ProcessOptions = ProcessOptions(),
                  cache_dir: Optional[str] = None, num_workers: int = 0, split: str = "auto",
                  val_fraction: float = 0.05, test_fraction: float = 0.0, retry_failed: bool = False,
@@ -75,10 +85,9 @@ class ClipDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
         super().__init__(**kwargs)
         self._cache_dir = cache_dir or os.path.join(os.fspath(self.data_dir_root), "cache")
 
-    @classmethod
-    def find_sources(cls, source: str) -> list[ClipSource]:
+    @abc.abstractmethod
+    def find_sources(self, source: str) -> list[ClipSource]:
         """The clips of ``source`` (official split or "" for each)."""
-        raise NotImplementedError(f"{cls.__name__} does not define find_sources")
 
     def sources(self, source: Optional[str] = None) -> list[ClipSource]:
         """The clips to prepare, with their splits assigned."""
@@ -132,8 +141,7 @@ class LocalVideos(ClipDatasetBuilder, skip_registration=True):
     name = "local_videos"
     DESCRIPTION = "Local talking-face videos prepared for Diff2Lip (speaker = parent folder)."
 
-    @classmethod
-    def find_sources(cls, source: str) -> list[ClipSource]:
+    def find_sources(self, source: str) -> list[ClipSource]:
         return local_video_sources(source)
 
 
@@ -149,13 +157,8 @@ class VoxCeleb2(ClipDatasetBuilder, skip_registration=True):
         self._first_utterance_only = first_utterance_only
         super().__init__(**kwargs)
 
-    def sources(self, source: Optional[str] = None) -> list[ClipSource]:
-        found = voxceleb2_sources(source or self._source, self._first_utterance_only)
-        return assign_splits(found, self._split_mode, self._val_fraction, self._test_fraction)
-
-    @classmethod
-    def find_sources(cls, source: str) -> list[ClipSource]:
-        return voxceleb2_sources(source)
+    def find_sources(self, source: str) -> list[ClipSource]:
+        return voxceleb2_sources(source, self._first_utterance_only)
 
 
 class Lrw(ClipDatasetBuilder, skip_registration=True):
@@ -166,8 +169,7 @@ class Lrw(ClipDatasetBuilder, skip_registration=True):
     HOMEPAGE = "https://www.robots.ox.ac.uk/~vgg/data/lip_reading/lrw1.html"
     MANUAL_DOWNLOAD_INSTRUCTIONS = "Download LRW and unpack it so that lipread_mp4/<WORD>/{train,val,test}/ is here."
 
-    @classmethod
-    def find_sources(cls, source: str) -> list[ClipSource]:
+    def find_sources(self, source: str) -> list[ClipSource]:
         return lrw_sources(source)
 
 

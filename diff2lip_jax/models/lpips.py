@@ -127,7 +127,7 @@ def missing_weights_message(weights_dir: str | None) -> str:
         f"LPIPS pretrained weights not found in {where}. Fetch the two files {VGG_FILE} and {LIN_FILE} "
         f"from the Hugging Face repo {HF_REPO_ID} "
         f"(https://huggingface.co/{HF_REPO_ID}/resolve/main/{VGG_FILE} and .../{LIN_FILE}) and either "
-        f"put both directly in one directory and pass it as weights_dir (config: lpips weights dir), "
+        f"put both directly in one directory and pass it as make_lpips(weights_dir=...), "
         f"or fill the cache with `huggingface-cli download {HF_REPO_ID} {VGG_FILE} {LIN_FILE}`. "
         f"Offline demos and tests can use mode='random' instead.")
 

@@ -1,0 +1,54 @@
+"""The training state: generator, its EMA, discriminator, both optimizers, step and RNG."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+
+class TrainState(flax.struct.PyTreeNode):
+    """Everything a step reads and writes; a pytree, so it shards, donates and checkpoints whole.
+
+    The optimizers are static fields: they are code, rebuilt from the config on resume.
+    """
+
+    step: jax.Array  # int32 scalar
+    params: Any  # generator (UNet) params, float32
+    ema_params: Any
+    opt_state: Any
+    d_params: Any  # sequence discriminator params ({} when the GAN loss is off)
+    d_opt_state: Any
+    rng: jax.Array  # base key; step keys are fold_in(rng, step)
+    tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+    d_tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+
+
+def make_optimizer(lr: float, weight_decay: float, grad_clip: float, warmup_steps: int = 0,
+                   b1: float = 0.9, b2: float = 0.999) -> optax.GradientTransformation:
+    """AdamW with global-norm clipping and an optional linear warm-up (constant after)."""
+    schedule = (optax.linear_schedule(0.0, lr, warmup_steps) if warmup_steps > 0 else optax.constant_schedule(lr))
+    parts = [optax.clip_by_global_norm(grad_clip)] if grad_clip > 0 else []
+    parts.append(optax.adamw(schedule, b1=b1, b2=b2, weight_decay=weight_decay))
+    return optax.chain(*parts)
+
+
+def learning_rate(cfg: ml_collections.ConfigDict, step: jax.Array) -> jax.Array:
+    """The generator's learning rate at `step` (for logging), matching make_optimizer."""
+    warm = cfg.train.warmup_steps
+    if warm > 0:
+        return cfg.train.lr * jnp.minimum(1.0, step / warm)
+    return jnp.asarray(cfg.train.lr, jnp.float32)
+
+
+def create_train_state(cfg: ml_collections.ConfigDict, params: Any, d_params: Any, rng: jax.Array) -> TrainState:
+    """A fresh state (step 0) from initialised generator and discriminator params."""
+    tx = make_optimizer(cfg.train.lr, cfg.train.weight_decay, cfg.train.grad_clip, cfg.train.warmup_steps)
+    d_tx = make_optimizer(cfg.train.d_lr, 0.0, cfg.train.grad_clip, 0, b1=0.5)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, ema_params=jax.tree.map(jnp.copy, params),
+                      opt_state=tx.init(params), d_params=d_params, d_opt_state=d_tx.init(d_params),
+                      rng=rng, tx=tx, d_tx=d_tx)
