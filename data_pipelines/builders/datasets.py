@@ -27,7 +27,7 @@ import os
 import re
 import types
 from collections import defaultdict
-from typing import Any, Callable, ClassVar, Iterator, Optional
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Optional
 
 import tensorflow_datasets as tfds
 from etils import epath
@@ -81,6 +81,7 @@ class ClipDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
         self._split_mode, self._val_fraction, self._test_fraction = split, val_fraction, test_fraction
         self._retry_failed, self._log, self._beam = retry_failed, log, beam
         self.run_result: Optional[RunResult] = None
+        self._found: dict[str, list[ClipSource]] = {}
         kwargs.setdefault("file_format", "array_record")
         super().__init__(**kwargs)
         self._cache_dir = cache_dir or os.path.join(os.fspath(self.data_dir_root), "cache")
@@ -90,9 +91,15 @@ class ClipDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
         """The clips of ``source`` (official split or "" for each)."""
 
     def sources(self, source: Optional[str] = None) -> list[ClipSource]:
-        """The clips to prepare, with their splits assigned."""
-        found = self.find_sources(source or self._source)
-        return assign_splits(found, self._split_mode, self._val_fraction, self._test_fraction)
+        """The clips to prepare, with their splits assigned (found once per source)."""
+        source = source or self._source
+        if source not in self._found:
+            found = self.find_sources(source)
+            self._found[source] = assign_splits(found, self._split_mode, self._val_fraction, self._test_fraction)
+        return self._found[source]
+
+    def _example_writer(self) -> tfds.core.writer.ExampleWriter:
+        return _UncompressedArrayRecordWriter(self.info.file_format)
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(builder=self, description=self.DESCRIPTION, features=records.tfds_features(),
@@ -117,6 +124,28 @@ class ClipDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
     def _generate_examples(self, results: list[ClipResult]) -> Iterator[tuple[str, dict[str, Any]]]:
         for r in results:
             yield r.source.clip_id, process.load_record(r.cache_path)
+
+
+class _UncompressedArrayRecordWriter(tfds.core.writer.ExampleWriter):
+    """ArrayRecord shards without compression (TFDS's hook for custom storage).
+
+    TFDS writes ``group_size:1`` with the default zstd; a record is mostly JPEG
+    bytes, which do not compress, yet every random read would decompress the
+    whole clip: ~1 ms for a 2 s clip against ~0.07 ms uncompressed, for files
+    ~15% larger (the mel part). Readers need no option: it is in the file header.
+    """
+
+    OPTIONS = "group_size:1,uncompressed"
+
+    def write(self, path: epath.PathLike, examples: Iterable[tuple[Any, bytes]]) -> None:
+        from array_record.python import array_record_module
+
+        writer = array_record_module.ArrayRecordWriter(os.fspath(path), self.OPTIONS)
+        try:
+            for _, serialized in examples:
+                writer.write(serialized)
+        finally:
+            writer.close()
 
 
 def _beam_examples(sources: list[ClipSource], options: ProcessOptions):

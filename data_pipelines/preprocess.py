@@ -1,0 +1,217 @@
+"""diff2lip-preprocess: videos -> 25 fps face crops + mels -> an ArrayRecord (TFDS) dataset.
+
+Usage: diff2lip-preprocess --input DIR|GLOB|FILELIST|VIDEO --out DIR [--builder local_videos|voxceleb2|lrw]
+                           [--face_detector cascade|s3fd|voxceleb2|box] [--num_workers N] ...
+
+Output (``--out``)::
+
+    OUT/<dataset_name>/1.0.0/       the TFDS dataset: dataset_info.json, features.json,
+                                    <name>-<split>.array_record-XXXXX-of-YYYYY
+    OUT/cache/<clip_id>.npz         per-clip results (what makes a re-run resumable)
+    OUT/cache/<clip_id>.failed.json per-clip failure markers
+    OUT/failures.jsonl              this run's failed clips: {"clip_id", "source", "reason"}
+
+Clips are processed in ``--num_workers`` processes; a re-run skips clips already
+done (and, unless ``--retry_failed``, those that failed) and rebuilds the dataset
+from all results. A failing clip (unreadable file, no audio, too short, no face)
+is reported and the run goes on. Read the dataset with
+``diff2lip_jax.data.make_train_loader(OUT, "train", ...)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import secrets
+import shlex
+import sys
+import time
+from typing import Optional
+
+from absl import app, flags
+
+PROG = "diff2lip-preprocess"
+FLAGS = flags.FLAGS
+_KEY_FLAGS = ("input", "out", "builder", "dataset_name", "face_detector", "s3fd_weights", "box", "pads", "nosmooth",
+              "jpeg_quality", "image_size", "num_workers", "min_frames", "split", "val_fraction", "test_fraction",
+              "first_utterance_only", "retry_failed", "beam_options")  # fmt: skip
+
+
+def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
+    """Defines the CLI flags (idempotent; called by :func:`run`, not at import)."""
+    if "face_detector" in flag_values:
+        return
+    fv = dict(flag_values=flag_values)
+    flags.DEFINE_string("input", None, "Videos: a folder (searched recursively), a glob, a filelist (one path per "
+                        "line) or one video; for --builder voxceleb2/lrw the download's root folder.", **fv)
+    flags.DEFINE_string("out", None, "Output folder (created; must not be a file).", **fv)
+    flags.DEFINE_enum("builder", "local_videos", ["local_videos", "voxceleb2", "lrw"],
+                      "Input layout: any videos (speaker = parent folder), VoxCeleb2 (dev/mp4, test/mp4) or "
+                      "LRW (lipread_mp4/<WORD>/<split>).", **fv)
+    flags.DEFINE_string("dataset_name", None, "Dataset name (folder under --out); default: the builder's name.", **fv)
+    flags.DEFINE_enum("face_detector", "cascade", ["cascade", "s3fd", "voxceleb2", "box"],
+                      "cascade: offline LBP cascade; s3fd: the official detector (--s3fd_weights); voxceleb2: the "
+                      "official fixed crop; box: a fixed --box.", **fv)
+    flags.DEFINE_string("s3fd_weights", None, "Local copy of the official s3fd.pth (for --face_detector=s3fd).", **fv)
+    flags.DEFINE_string("box", None, "Fixed face box 'y1,y2,x1,x2' in pixels (for --face_detector=box).", **fv)
+    flags.DEFINE_string("pads", "0,0,0,0", "Pixels added to detected boxes: 'top,bottom,left,right'.", **fv)
+    flags.DEFINE_boolean("nosmooth", False, "Do not smooth boxes over 5 frames.", **fv)
+    flags.DEFINE_integer("jpeg_quality", 95, "JPEG quality of the stored crops, 1-100.", **fv)
+    flags.DEFINE_integer("image_size", 128, "Side of the stored face crops in pixels.", **fv)
+    flags.DEFINE_integer("num_workers", os.cpu_count() or 1, "Processes over clips (0: in this process). With "
+                         "--face_detector=s3fd on one GPU use 1.", **fv)
+    flags.DEFINE_integer("min_frames", 10, "Clips with fewer frames at 25 fps fail (at least 7).", **fv)
+    flags.DEFINE_enum("split", "auto", ["auto", "train", "val", "test"], "auto: official splits, else speakers "
+                      "held out by --val_fraction/--test_fraction; or put every clip in one split.", **fv)
+    flags.DEFINE_float("val_fraction", 0.05, "Fraction of speakers (without an official split) held out for val.", **fv)
+    flags.DEFINE_float("test_fraction", 0.0, "Fraction of speakers (without an official split) held out for test.", **fv)
+    flags.DEFINE_boolean("first_utterance_only", True, "VoxCeleb2: only the first utterance of each video "
+                         "(the paper's training set).", **fv)
+    flags.DEFINE_boolean("retry_failed", False, "Retry clips that failed in an earlier run.", **fv)
+    flags.DEFINE_string("beam_options", None, "Process clips with Apache Beam instead of --num_workers, e.g. "
+                        "'--runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp' "
+                        "(needs apache-beam; no per-clip cache, failures are logged).", **fv)
+    for name in _KEY_FLAGS:  # `--help` lists the key flags of the module named by argv[0]
+        flag_values.register_key_flag_for_module(sys.argv[0], flag_values[name])
+
+
+def _ints(text: str, flag: str) -> tuple[int, int, int, int]:
+    try:
+        values = tuple(int(v) for v in text.replace(" ", "").split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 4:
+        raise ValueError(f"--{flag}={text!r} must be 4 comma-separated integers")
+    return values  # type: ignore[return-value]
+
+
+def _options():
+    """ProcessOptions from the flags (validated, nothing written)."""
+    from data_pipelines.builders import ProcessOptions
+
+    if not 1 <= FLAGS.jpeg_quality <= 100:
+        raise ValueError(f"--jpeg_quality must be 1-100, got {FLAGS.jpeg_quality}")
+    if not 16 <= FLAGS.image_size <= 1024:
+        raise ValueError(f"--image_size must be 16-1024, got {FLAGS.image_size}")
+    if FLAGS.min_frames < 7:
+        raise ValueError(f"--min_frames must be >= 7 (a 5-frame window after frame 0, plus a reference), "
+                         f"got {FLAGS.min_frames}")  # fmt: skip
+    if FLAGS.num_workers < 0:
+        raise ValueError(f"--num_workers must be >= 0, got {FLAGS.num_workers}")
+    box = _ints(FLAGS.box, "box") if FLAGS.box else None
+    if FLAGS.face_detector == "box" and box is None:
+        raise ValueError("--face_detector=box needs --box=y1,y2,x1,x2")
+    weights = FLAGS.s3fd_weights
+    if FLAGS.face_detector == "s3fd":
+        if not weights:
+            raise ValueError("--face_detector=s3fd needs --s3fd_weights=PATH (a local copy of the official s3fd.pth)")
+        if not os.path.isfile(weights):
+            raise FileNotFoundError(f"--s3fd_weights={weights}: no such file")
+        weights = os.path.abspath(weights)
+    return ProcessOptions(face_detector=FLAGS.face_detector, s3fd_weights=weights, box=box,
+                          pads=_ints(FLAGS.pads, "pads"), smooth=not FLAGS.nosmooth, jpeg_quality=FLAGS.jpeg_quality,
+                          image_size=FLAGS.image_size, min_frames=FLAGS.min_frames)  # fmt: skip
+
+
+def _write_failures(out: pathlib.Path, failed: list) -> pathlib.Path:
+    path = out / "failures.jsonl"
+    lines = "".join(json.dumps({"clip_id": r.source.clip_id, "source": r.source.path, "reason": r.reason}) + "\n"
+                    for r in failed)  # fmt: skip
+    tmp = out / f".failures.jsonl.{secrets.token_hex(4)}.tmp"
+    tmp.write_text(lines)
+    os.replace(tmp, path)
+    return path
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def _main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise ValueError(f"unexpected arguments: {' '.join(argv[1:])}; all options are --flags")
+    if not FLAGS.input:
+        raise ValueError("--input is required: a video folder, glob, filelist or dataset root")
+    if not FLAGS.out:
+        raise ValueError("--out is required: the folder to write the dataset to")
+    out = pathlib.Path(FLAGS.out).absolute()
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out={FLAGS.out} exists and is not a directory; pass a directory path")
+    options = _options()
+
+    # Heavy imports only now: `--help` and flag errors stay fast.
+    import tensorflow_datasets as tfds
+
+    from data_pipelines.builders import make_builder
+
+    kwargs = dict(first_utterance_only=FLAGS.first_utterance_only) if FLAGS.builder == "voxceleb2" else {}
+    builder = make_builder(
+        FLAGS.builder, FLAGS.dataset_name, data_dir=os.fspath(out), source=FLAGS.input, options=options,
+        cache_dir=os.fspath(out / "cache"), num_workers=FLAGS.num_workers, split=FLAGS.split,
+        val_fraction=FLAGS.val_fraction, test_fraction=FLAGS.test_fraction, retry_failed=FLAGS.retry_failed,
+        log=lambda msg: print(msg, flush=True), beam=FLAGS.beam_options is not None, **kwargs,
+    )  # fmt: skip
+    sources = builder.sources()  # input errors surface here, before anything is written
+    config = dict(download_mode=tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS)
+    if FLAGS.beam_options is not None:
+        beam = tfds.core.lazy_imports.apache_beam
+        config["beam_options"] = beam.options.pipeline_options.PipelineOptions(shlex.split(FLAGS.beam_options))
+    tfds.disable_progress_bar()
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    try:
+        builder.download_and_prepare(download_dir=os.fspath(out / "cache" / "tfds_downloads"),
+                                     download_config=tfds.download.DownloadConfig(**config))  # fmt: skip
+    finally:
+        result = builder.run_result
+        report = _write_failures(out, result.failed) if result is not None else None
+    dataset = pathlib.Path(os.fspath(builder.data_dir))
+    splits = " ".join(f"{k}={v.num_examples}" for k, v in sorted(builder.info.splits.items()))
+    if result is None:  # Beam: the pipeline reports per-clip outcomes in its logs and counters
+        print(f"{PROG}: {len(sources)} clips through Beam in {time.perf_counter() - start:.0f} s; "
+              f"splits {splits}; dataset {dataset}")  # fmt: skip
+        return
+    ok = result.ok
+    frames, nbytes = sum(r.num_frames for r in ok), sum(r.num_bytes for r in ok)
+    stored = sum(f.stat().st_size for f in dataset.glob("*.array_record-*"))
+    raw = options.image_size**2 * 3
+    new = result.count("new", "failed")
+    rate = f"{new / result.seconds:.2f} clips/s" if new else "nothing new to process"
+    failed = f"{len(result.failed)} failed (reasons in {report})" if result.failed else "0 failed"
+    print(f"{PROG}: {len(ok)} clips ok ({result.count('new')} new, {result.count('cached')} reused), {failed}; "
+          f"{frames} frames, {_size(nbytes)} of JPEG + mel ({_size(nbytes / max(frames, 1))}/frame vs "
+          f"{_size(raw)} raw), {_size(stored)} stored; splits {splits}; {rate}; dataset {dataset}")  # fmt: skip
+
+
+def main(argv: list[str]) -> None:
+    """absl main: user errors print ``diff2lip-preprocess: error: ...`` and exit 2."""
+    from diff2lip_jax.cli import one_line_errors
+
+    one_line_errors(PROG)(_main)(argv)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl flag parsing, but a bad flag is one line on stderr and exit code 2."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        print(f"{PROG}: error: {' '.join(str(e).split())}", file=sys.stderr)
+        sys.exit(2)
+
+
+def run(argv: Optional[list[str]] = None) -> None:
+    """Console-script entry point ``diff2lip-preprocess``."""
+    define_flags()
+    main_module = sys.modules.get("__main__")
+    if main_module is not None and not getattr(main_module, "__doc__", None):
+        main_module.__doc__ = __doc__  # absl's --help prints the main module's docstring
+    app.run(main, argv=argv, flags_parser=_parse_flags)
+
+
+if __name__ == "__main__":
+    run()
