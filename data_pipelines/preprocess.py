@@ -9,7 +9,8 @@ Output (``--out``)::
                                     <name>-<split>.array_record-XXXXX-of-YYYYY
     OUT/cache/<clip_id>.npz         per-clip results (what makes a re-run resumable)
     OUT/cache/<clip_id>.failed.json per-clip failure markers
-    OUT/failures.jsonl              this run's failed clips: {"clip_id", "source", "reason"}
+    OUT/failures.jsonl              the clips that failed (now or in an earlier run, unless
+                                    retried): {"clip_id", "source", "reason"}
 
 Clips are processed in ``--num_workers`` processes; a re-run skips clips already
 done (and, unless ``--retry_failed``, those that failed) and rebuilds the dataset
@@ -33,7 +34,7 @@ from absl import app, flags
 
 PROG = "diff2lip-preprocess"
 FLAGS = flags.FLAGS
-_KEY_FLAGS = ("input", "out", "builder", "dataset_name", "face_detector", "s3fd_weights", "box", "pads", "nosmooth",
+_KEY_FLAGS = ("input", "out", "builder", "dataset_name", "face_detector", "s3fd_weights", "box", "pads", "smooth",
               "jpeg_quality", "image_size", "num_workers", "min_frames", "split", "val_fraction", "test_fraction",
               "first_utterance_only", "retry_failed", "beam_options")  # fmt: skip
 
@@ -56,7 +57,7 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     flags.DEFINE_string("s3fd_weights", None, "Local copy of the official s3fd.pth (for --face_detector=s3fd).", **fv)
     flags.DEFINE_string("box", None, "Fixed face box 'y1,y2,x1,x2' in pixels (for --face_detector=box).", **fv)
     flags.DEFINE_string("pads", "0,0,0,0", "Pixels added to detected boxes: 'top,bottom,left,right'.", **fv)
-    flags.DEFINE_boolean("nosmooth", False, "Do not smooth boxes over 5 frames.", **fv)
+    flags.DEFINE_boolean("smooth", True, "Smooth boxes over 5 frames, as the official code (--nosmooth: off).", **fv)
     flags.DEFINE_integer("jpeg_quality", 95, "JPEG quality of the stored crops, 1-100.", **fv)
     flags.DEFINE_integer("image_size", 128, "Side of the stored face crops in pixels.", **fv)
     flags.DEFINE_integer("num_workers", os.cpu_count() or 1, "Processes over clips (0: in this process). With "
@@ -65,7 +66,8 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     flags.DEFINE_enum("split", "auto", ["auto", "train", "val", "test"], "auto: official splits, else speakers "
                       "held out by --val_fraction/--test_fraction; or put every clip in one split.", **fv)
     flags.DEFINE_float("val_fraction", 0.05, "Fraction of speakers (without an official split) held out for val.", **fv)
-    flags.DEFINE_float("test_fraction", 0.0, "Fraction of speakers (without an official split) held out for test.", **fv)
+    flags.DEFINE_float("test_fraction", 0.0, "Fraction of speakers (without an official split) held out for test.",
+                       **fv)
     flags.DEFINE_boolean("first_utterance_only", True, "VoxCeleb2: only the first utterance of each video "
                          "(the paper's training set).", **fv)
     flags.DEFINE_boolean("retry_failed", False, "Retry clips that failed in an earlier run.", **fv)
@@ -110,7 +112,7 @@ def _options():
             raise FileNotFoundError(f"--s3fd_weights={weights}: no such file")
         weights = os.path.abspath(weights)
     return ProcessOptions(face_detector=FLAGS.face_detector, s3fd_weights=weights, box=box,
-                          pads=_ints(FLAGS.pads, "pads"), smooth=not FLAGS.nosmooth, jpeg_quality=FLAGS.jpeg_quality,
+                          pads=_ints(FLAGS.pads, "pads"), smooth=FLAGS.smooth, jpeg_quality=FLAGS.jpeg_quality,
                           image_size=FLAGS.image_size, min_frames=FLAGS.min_frames)  # fmt: skip
 
 

@@ -57,8 +57,14 @@ def mesh_shape(data: int, fsdp: int, num_devices: int | None = None) -> tuple[in
 
 
 def make_mesh(data: int = -1, fsdp: int = 1) -> Mesh:
-    """A ("data", "fsdp") mesh over all devices of all processes."""
-    return jax.make_mesh(mesh_shape(data, fsdp), ("data", "fsdp"))
+    """A ("data", "fsdp") mesh over all devices of all processes.
+
+    Axes are Auto: shardings are given at jit boundaries and XLA propagates them
+    (recent jax defaults make_mesh to Explicit axes, which would demand sharding
+    annotations on every intermediate).
+    """
+    auto = (jax.sharding.AxisType.Auto,) * 2
+    return jax.make_mesh(mesh_shape(data, fsdp), ("data", "fsdp"), axis_types=auto)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

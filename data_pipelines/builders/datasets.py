@@ -21,7 +21,9 @@ Usage::
 from __future__ import annotations
 
 import abc
+import dataclasses
 import inspect
+import json
 import logging
 import os
 import re
@@ -111,14 +113,17 @@ class ClipDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
         if self._beam:
             for s in sources:
                 by_split[s.split].append(s)
-            return {split: _beam_examples(items, self._options) for split, items in sorted(by_split.items())}
+            lists = epath.Path(self._cache_dir) / "beam"
+            return {split: _beam_examples(items, self._options, lists / f"{split}.jsonl")
+                    for split, items in sorted(by_split.items())}  # fmt: skip
         self.run_result = process.run_clips(sources, self._options, self._cache_dir, self._num_workers,
                                             self._retry_failed, self._log)  # fmt: skip
         for r in self.run_result.ok:
             by_split[r.source.split].append(r)
         if not by_split:
-            raise ValueError(f"none of the {len(sources)} clips could be processed (first failure: "
-                             f"{self.run_result.results[0].source.path}: {self.run_result.results[0].reason})")  # fmt: skip
+            first = self.run_result.results[0]
+            raise ValueError(f"none of the {len(sources)} clips could be processed "
+                             f"(first failure: {first.source.path}: {first.reason})")  # fmt: skip
         return {split: self._generate_examples(items) for split, items in sorted(by_split.items())}
 
     def _generate_examples(self, results: list[ClipResult]) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -148,20 +153,31 @@ class _UncompressedArrayRecordWriter(tfds.core.writer.ExampleWriter):
             writer.close()
 
 
-def _beam_examples(sources: list[ClipSource], options: ProcessOptions):
-    """A Beam PTransform: clip sources -> (clip_id, record); failures are logged and counted."""
+def _beam_examples(sources: list[ClipSource], options: ProcessOptions, list_path: epath.Path):
+    """A Beam PTransform: clip sources -> (clip_id, record); failures are logged and counted.
+
+    The clip list goes to a JSONL file that the workers read in splits (rather
+    than into the pipeline graph through ``beam.Create``: ~150 bytes per clip
+    would make a million-clip graph too large for some runners). ``list_path``
+    and the videos must be readable by the workers (a shared filesystem, or a
+    ``gs://`` list with gcsfs and the videos on a mount).
+    """
     beam = tfds.core.lazy_imports.apache_beam
-    failed = beam.metrics.Metrics.counter("diff2lip", "failed_clips")
+    list_path.parent.mkdir(parents=True, exist_ok=True)
+    list_path.write_text("".join(json.dumps(dataclasses.asdict(s)) + "\n" for s in sources))
 
     def make(src: ClipSource) -> Iterator[tuple[str, dict[str, Any]]]:
         try:
             # process._detector keeps one detector per Beam worker process.
             yield src.clip_id, process.process_clip(src, options, process._detector(options))
         except Exception as e:  # noqa: BLE001 - one bad clip must not fail the pipeline
-            failed.inc()
+            beam.metrics.Metrics.counter("diff2lip", "failed_clips").inc()
             logging.warning("diff2lip: %s failed: %s", src.path, process._one_line(e, src.path))
 
-    return beam.Create(sources) | beam.FlatMap(make)
+    return (beam.io.ReadFromText(os.fspath(list_path))
+            | beam.Reshuffle()  # spread clips over workers (text splits are contiguous)
+            | beam.Map(lambda line: ClipSource(**json.loads(line)))
+            | beam.FlatMap(make))  # fmt: skip
 
 
 class LocalVideos(ClipDatasetBuilder, skip_registration=True):

@@ -37,7 +37,7 @@ import numpy as np
 from data_pipelines.builders.sources import ClipSource
 from diff2lip_jax import audio, face
 from diff2lip_jax.data import records
-from diff2lip_jax.video import MediaError, iter_frames, require_video
+from diff2lip_jax.video import MediaError, iter_frames
 
 CHUNK = 64  # frames per decoded chunk (and per detector call)
 
@@ -98,12 +98,10 @@ def process_clip(src: ClipSource, opts: ProcessOptions, detector: face.FaceDetec
     """Decode, detect, crop and encode one clip: the record (see :func:`records.tfds_features`).
 
     Raises:
-      MediaError: missing/empty/unreadable file, no video stream, undecodable audio.
-      ClipError: no audio stream, too short, no face, no usable 5-frame window.
+      MediaError: missing/empty/unreadable file, no audio or video stream, decoding failure.
+      ClipError: too short, no face, no usable 5-frame window.
     """
-    info = require_video(src.path)
-    if not info.has_audio:
-        raise ClipError("no audio stream; training needs the speech")
+    # load_audio probes the file first: not a media file, empty, or no audio -> MediaError.
     mel = audio.melspectrogram(audio.load_audio(src.path))
     raw_boxes: list[np.ndarray] = []
     raw_found: list[np.ndarray] = []
@@ -174,13 +172,13 @@ def save_record(path: pathlib.Path, example: dict[str, Any], fingerprint: str) -
     jpegs = example["frames"]
     offsets = np.concatenate([[0], np.cumsum([len(j) for j in jpegs])]).astype(np.int64)
     meta = {k: example[k] for k in ("clip_id", "speaker_id", "source", "fps", "num_frames")}
-    meta["fingerprint"] = fingerprint
+    meta.update(fingerprint=fingerprint, num_bytes=int(offsets[-1]) + example["mel"].nbytes)
     buf = io.BytesIO()
     np.savez(buf, meta=np.array(json.dumps(meta)), frame_size=example["frame_size"], boxes=example["boxes"],
              has_face=example["has_face"], mel=example["mel"], jpeg_offsets=offsets,
              jpeg_data=np.frombuffer(b"".join(jpegs), np.uint8))  # fmt: skip
     _atomic_write(path, buf.getvalue())
-    return int(offsets[-1]) + example["mel"].nbytes
+    return meta["num_bytes"]
 
 
 def load_record(path: str | os.PathLike) -> dict[str, Any]:
@@ -188,7 +186,7 @@ def load_record(path: str | os.PathLike) -> dict[str, Any]:
     with np.load(path, allow_pickle=False) as z:
         meta = json.loads(str(z["meta"]))
         data, offsets = z["jpeg_data"].tobytes(), z["jpeg_offsets"]
-        meta.pop("fingerprint")
+        del meta["fingerprint"], meta["num_bytes"]
         return {**meta, "frame_size": z["frame_size"], "boxes": z["boxes"], "has_face": z["has_face"],
                 "mel": z["mel"], "frames": [data[a:b] for a, b in zip(offsets[:-1], offsets[1:])]}  # fmt: skip
 
@@ -225,8 +223,7 @@ def lookup(src: ClipSource, opts: ProcessOptions, cache_dir: str, retry_failed: 
             with np.load(rec_path, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))
                 if meta.get("fingerprint") == fp:
-                    nbytes = int(z["jpeg_offsets"][-1]) + int(np.prod(z["mel"].shape)) * 4
-                    return ClipResult(src, "cached", str(rec_path), int(meta["num_frames"]), nbytes)
+                    return ClipResult(src, "cached", str(rec_path), int(meta["num_frames"]), int(meta["num_bytes"]))
         except (OSError, ValueError, KeyError):  # a damaged cache file: redo the clip
             pass
     if fail_path.is_file() and not retry_failed:

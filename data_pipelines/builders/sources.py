@@ -66,7 +66,7 @@ def expand_input(spec: str) -> tuple[list[pathlib.Path], pathlib.Path]:
         except UnicodeDecodeError:
             raise ValueError(f"--input={spec} is neither a video (by its suffix) nor a text filelist") from None
         entries = [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
-        files = [(p.parent / e).expanduser() if not os.path.isabs(e) else pathlib.Path(e) for e in entries]
+        files = [pathlib.Path(os.path.abspath(p.parent / os.path.expanduser(e))) for e in entries]
         root = pathlib.Path(os.path.commonpath([f.parent.parent for f in files])) if files else p.parent
     elif glob.has_magic(spec):
         files = sorted(pathlib.Path(f) for f in glob.glob(os.path.expanduser(spec), recursive=True))
@@ -76,7 +76,7 @@ def expand_input(spec: str) -> tuple[list[pathlib.Path], pathlib.Path]:
         raise FileNotFoundError(f"--input={spec}: no such file or directory, and no glob pattern")
     if not files:
         raise ValueError(f"--input={spec}: no video files found (looked for {', '.join(VIDEO_EXTENSIONS)})")
-    return [f.absolute() for f in files], root.absolute()
+    return [pathlib.Path(os.path.abspath(f)) for f in files], pathlib.Path(os.path.abspath(root))
 
 
 def _unique(sources: list[ClipSource]) -> list[ClipSource]:

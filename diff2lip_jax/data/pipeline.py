@@ -37,14 +37,15 @@ class EndlessShuffle(grain.MapDataset):
     Used instead of grain's ``shuffle().repeat()``: its per-index Feistel shuffle
     costs ~5 ms per element on a 4-clip dataset (~25 us at 10k), which would cap
     small (test, demo) datasets at ~200 windows/s. A permutation costs O(n) once
-    per epoch (10 ms for a million clips); the current one is cached.
+    per epoch (10 ms for a million clips); the last two are cached, as prefetching
+    threads straddle epoch boundaries.
     """
 
     def __init__(self, parent: grain.MapDataset, seed: int):
         super().__init__(parent)
         self._seed = int(seed)
         self._n = len(parent)
-        self._cached: tuple[int, np.ndarray] = (-1, np.zeros(0, np.int64))
+        self._cache: tuple[tuple[int, np.ndarray], ...] = ()  # (epoch, order), newest first
 
     def __len__(self) -> int:
         return sys.maxsize
@@ -56,14 +57,15 @@ class EndlessShuffle(grain.MapDataset):
         if isinstance(index, slice):
             return self.slice(index)
         epoch, position = divmod(int(index), self._n)
-        cached_epoch, order = self._cached  # one read: threads may replace it meanwhile
-        if cached_epoch != epoch:
+        cache = self._cache  # one read: other threads may replace it meanwhile
+        order = next((o for e, o in cache if e == epoch), None)
+        if order is None:
             order = np.random.default_rng((self._seed, epoch)).permutation(self._n)
-            self._cached = (epoch, order)
+            self._cache = ((epoch, order), *cache[:1])
         return self._parent[int(order[position])]
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)  # eq=False: hash by identity (the source is unhashable)
 class TrainWindows(grain.transforms.MapWithIndex):
     """Clip index -> one training example (uint8 images; see :func:`train_dataset`).
 
@@ -116,7 +118,7 @@ class ImagesToUnitRange(grain.transforms.Map):
         return out
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class WholeClip(grain.transforms.Map):
     """Clip index -> the whole clip in frame order, for generation and evaluation."""
 
@@ -139,6 +141,15 @@ class WholeClip(grain.transforms.Map):
             "has_face": np.asarray(rec["has_face"], bool),
             "boxes": np.asarray(rec["boxes"], np.int32),
         }
+
+
+def _absl_flags_ready() -> None:
+    """grain's multiprocess prefetch reads its absl flags (``--grain_*``); outside an absl
+    app (pytest, notebooks, plain scripts) they were never parsed: use their defaults."""
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
 
 
 def _shard(shard_options: Optional[grain.sharding.ShardOptions]) -> grain.sharding.ShardOptions:
@@ -221,6 +232,7 @@ def train_dataset(
     buffer = prefetch_buffer_size if prefetch_buffer_size is not None else 2 * batch
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=buffer))
     if worker_count > 0:
+        _absl_flags_ready()
         it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count,
                                                          per_worker_buffer_size=worker_buffer_size))  # fmt: skip
     return it.batch(batch, drop_remainder=True).map(ImagesToUnitRange())

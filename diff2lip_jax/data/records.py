@@ -193,8 +193,8 @@ def decode_jpegs(blobs: Sequence[bytes], image_size: Optional[int] = None) -> np
         if bgr is None:
             raise ValueError(f"frame {i}: not a decodable JPEG ({len(blob)} bytes); re-run diff2lip-preprocess")
         if image_size is not None and bgr.shape[:2] != (image_size, image_size):
-            shrink = bgr.shape[0] > image_size
-            bgr = cv2.resize(bgr, (image_size, image_size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+            interpolation = cv2.INTER_AREA if bgr.shape[0] > image_size else cv2.INTER_LINEAR  # area: no aliasing
+            bgr = cv2.resize(bgr, (image_size, image_size), interpolation=interpolation)
         if out is None:
             out = np.empty((len(blobs), *bgr.shape), np.uint8)
         out[i] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

@@ -237,9 +237,11 @@ class SyncNet(nn.Module):
       mel: [B, 80, 16] (bands x time) or [B, 80, 16, 1], the sync mel window.
     Returns two float32 [B, embed_dim] unit-norm, non-negative embeddings.
 
-    Face path: a stride-(1, 2) stem makes the half-face square, then stride-2
-    levels down to 4x4 or less, a conv spanning what is left, and a 1x1 conv.
-    Audio path: Wav2Lip's ladder (80x16 -> 27x16 -> 9x6 -> 3x3 -> 1x1).
+    Face path: a 7x7 stem, a stride-(1, 2) conv that makes the half-face square,
+    stride-2 levels down to 4x4 or less (64x128 -> 64, 32, 16, 8, 4), a conv
+    spanning what is left, and a 1x1 conv. Audio path: Wav2Lip's ladder
+    (80x16 -> 80x16, 27x16, 9x6, 3x3; levels past the fourth keep the size),
+    then the same head.
     The last two layers of each path have no norm (they act on 1x1 maps).
     """
 
@@ -279,7 +281,8 @@ class SyncNet(nn.Module):
         a = _mel_image(mel).astype(self.dtype)
         strides = (1, (3, 1), 3, (3, 2))
         for level, mult in enumerate(self.audio_mult):
-            a = ConvGN(b * mult, 3, strides[min(level, 3)], 1, dtype=self.dtype, name=f"audio_down_{level}")(a)
+            stride = strides[level] if level < len(strides) else 1
+            a = ConvGN(b * mult, 3, stride, 1, dtype=self.dtype, name=f"audio_down_{level}")(a)
             a = self._res(a, b * mult, f"audio_{level}")
         return face_emb, self._head(a, "audio")
 

@@ -12,7 +12,7 @@ from diff2lip_jax.models import build_unet, init_params
 from diff2lip_jax.models.discriminator import SequenceDiscriminator
 from diff2lip_jax.models.lpips import make_lpips
 from diff2lip_jax.models.syncnet import SyncNet, SyncNetExpert, Wav2LipExpert, load_wav2lip_syncnet, stack_frames
-from diff2lip_jax.train.state import TrainState, create_train_state
+from diff2lip_jax.train.state import TrainState, create_train_state, make_optimizers
 from diff2lip_jax.train.step import StepModules
 
 
@@ -49,16 +49,18 @@ def build_modules(cfg: ml_collections.ConfigDict) -> tuple[StepModules, dict]:
         lpips_fn, frozen["lpips"] = make_lpips(cfg.lpips.mode, cfg.lpips.weights_dir or None)
     if cfg.loss.gan > 0:
         disc = SequenceDiscriminator(cfg.discriminator.base_channels, cfg.discriminator.num_layers)
-    return StepModules(model, diffusion, disc, sync_expert, lpips_fn), frozen
+    return StepModules(model, diffusion, disc, sync_expert, lpips_fn, *make_optimizers(cfg)), frozen
 
 
 def init_state(cfg: ml_collections.ConfigDict, modules: StepModules) -> TrainState:
     """A fresh TrainState (step 0), all randomness from cfg.train.seed."""
     key = jax.random.key(cfg.train.seed)
     k_model, k_disc, k_state = jax.random.split(key, 3)
+    # A raw uint32 key: orbax checkpoints it like any array (typed keys it does not).
+    k_state = jax.random.key_data(k_state)
     params = init_params(modules.model, k_model)
     d_params = {}
     if modules.discriminator is not None:
         s = modules.model.cfg.image_size
         d_params = jax.jit(modules.discriminator.init)(k_disc, jnp.zeros((1, 5, s, s, 3)))["params"]
-    return create_train_state(cfg, params, d_params, k_state)
+    return create_train_state(params, d_params, k_state, modules.tx, modules.d_tx)

@@ -45,10 +45,16 @@ def learning_rate(cfg: ml_collections.ConfigDict, step: jax.Array) -> jax.Array:
     return jnp.asarray(cfg.train.lr, jnp.float32)
 
 
-def create_train_state(cfg: ml_collections.ConfigDict, params: Any, d_params: Any, rng: jax.Array) -> TrainState:
-    """A fresh state (step 0) from initialised generator and discriminator params."""
+def make_optimizers(cfg: ml_collections.ConfigDict) -> tuple[optax.GradientTransformation, ...]:
+    """(generator, discriminator) optimizers. Build once per run: states compare them by identity."""
     tx = make_optimizer(cfg.train.lr, cfg.train.weight_decay, cfg.train.grad_clip, cfg.train.warmup_steps)
     d_tx = make_optimizer(cfg.train.d_lr, 0.0, cfg.train.grad_clip, 0, b1=0.5)
+    return tx, d_tx
+
+
+def create_train_state(params: Any, d_params: Any, rng: jax.Array, tx: optax.GradientTransformation,
+                       d_tx: optax.GradientTransformation) -> TrainState:
+    """A fresh state (step 0) from initialised generator and discriminator params."""
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, ema_params=jax.tree.map(jnp.copy, params),
                       opt_state=tx.init(params), d_params=d_params, d_opt_state=d_tx.init(d_params),
                       rng=rng, tx=tx, d_tx=d_tx)
