@@ -120,6 +120,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     cfg.syncnet = ml_collections.ConfigDict(dict(
         kind="ours",  # "ours" (diff2lip-train-syncnet workdir) or "wav2lip" (lipsync_expert.pth)
         checkpoint="",  # workdir or .pth; "" = random weights (tests only; logged loudly)
+        base_channels=16 if tiny else 32,  # the random SyncNet's size (a checkpoint brings its own)
+        embed_dim=128 if tiny else 512,
     ))
     cfg.lpips = ml_collections.ConfigDict(dict(
         mode="random" if tiny else "pretrained",  # "random" only for tests and the offline demo

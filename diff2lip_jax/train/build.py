@@ -31,10 +31,11 @@ def build_sync_expert(cfg: ml_collections.ConfigDict, image_size: int):
         return SyncNetExpert(module), variables
     logging.warning("syncnet.checkpoint is empty: the sync loss uses a RANDOM SyncNet (tests only); "
                     "train one with diff2lip-train-syncnet and set --config.syncnet.checkpoint")
-    module = SyncNet()
+    module = SyncNet(base_channels=cfg.syncnet.base_channels, embed_dim=cfg.syncnet.embed_dim)
     half = image_size // 2
     faces = jnp.zeros((1, 5, half, image_size, 3), jnp.float32)
-    variables = jax.jit(module.init)(jax.random.key(1), stack_frames(faces), jnp.zeros((1, 80, 16)))
+    # rbg keys: the same randomness role, far less to compile than threefry on CPU.
+    variables = jax.jit(module.init)(jax.random.key(1, impl="rbg"), stack_frames(faces), jnp.zeros((1, 80, 16)))
     return SyncNetExpert(module), variables
 
 

@@ -50,6 +50,11 @@ def lower_half_mask(batch: int, size: int, hide: float = 0.5) -> jax.Array:
     return jnp.broadcast_to(rows[None, :, None, None], (batch, size, size, 1)).astype(jnp.float32)
 
 
+def sample_timesteps(key: jax.Array, num_sequences: int, frames: int, num_timesteps: int) -> jax.Array:
+    """One uniform t per sequence, repeated over its frames: int32 [num_sequences * frames]."""
+    return jnp.repeat(jax.random.randint(key, (num_sequences,), 0, num_timesteps), frames)
+
+
 def model_inputs(batch: dict, mask: jax.Array, cond_noise: jax.Array) -> tuple[jax.Array, dict]:
     """Flattens sequences to frames and builds the UNet's conditioning (official tfg_process_batch).
 
@@ -70,7 +75,7 @@ def generator_losses(params, frozen: dict, batch: dict, d_params, key: jax.Array
     k_t, k_noise, k_cond, k_drop = jax.random.split(key, 4)
     mask = lower_half_mask(b * f, h, hide)
     x_start, kwargs = model_inputs(batch, mask, jax.random.normal(k_cond, (b * f, h, w, c)))
-    t = jnp.repeat(jax.random.randint(k_t, (b,), 0, modules.diffusion.num_timesteps), f)
+    t = sample_timesteps(k_t, b, f, modules.diffusion.num_timesteps)
 
     def model_fn(x_t, timesteps, **kw):
         return modules.model.apply({"params": params}, x_t, timesteps, train=True, rngs={"dropout": k_drop}, **kw)
@@ -126,7 +131,7 @@ def make_train_step(modules: StepModules, cfg: ml_collections.ConfigDict) -> Cal
         updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         ema = jax.tree.map(lambda e, p: ema_rate * e + (1.0 - ema_rate) * p, state.ema_params, params)
-        metrics = dict(parts, loss=loss, grad_norm=optax.global_norm(grads), lr=learning_rate(cfg, state.step))
+        metrics = dict(parts, loss=loss, grad_norm=optax.tree.norm(grads), lr=learning_rate(cfg, state.step))
 
         d_params, d_opt_state, finite = state.d_params, state.d_opt_state, jnp.isfinite(loss)
         if gan_on:

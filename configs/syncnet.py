@@ -1,0 +1,62 @@
+"""SyncNet expert training configs (`diff2lip-train-syncnet`).
+
+    --config=configs/syncnet.py:official   128 px crops, the full SyncNet, Wav2Lip's batch 64 and lr 1e-4
+    --config=configs/syncnet.py:tiny       a small SyncNet on 64 px crops (the tiny Diff2Lip's size) for CPU
+
+Examples are Wav2Lip's contrastive pairs: the lower halves of 5 consecutive
+frames with the mel window aligned to them (label 1) or, with probability 0.5,
+the mel window of the same clip at least `negatives.min_offset` frames away
+(label 0). The `model.*` fields are the `SyncNet` module fields; the trained
+expert is used by Diff2Lip through `--config.syncnet.checkpoint=<workdir>`.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+VARIANTS = ("official", "tiny")
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    variant = (arg or "official").strip()
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose one of {VARIANTS}")
+    tiny = variant == "tiny"
+    cfg = ml_collections.ConfigDict()
+    cfg.variant = variant
+    cfg.data = ml_collections.ConfigDict(dict(
+        dir="",  # a prepared dataset (diff2lip-preprocess --out)
+        train_split="train",
+        eval_split="val",  # held-out speakers; accuracy is measured here
+        worker_count=0 if tiny else 8,  # grain worker processes (0: threads in this process)
+        read_threads=2 if tiny else 8,
+    ))
+    cfg.model = ml_collections.ConfigDict(dict(
+        # Crops are resized to image_size; the net sees the lower halves [S/2, S].
+        # The tiny Diff2Lip works at 64 px, so its expert must too.
+        image_size=64 if tiny else 128,
+        base_channels=16 if tiny else 32,
+        embed_dim=128 if tiny else 512,
+        num_res_blocks=1 if tiny else 2,
+        face_mult=(2, 4, 8, 16, 16),
+        audio_mult=(1, 2, 4, 8),
+    ))
+    cfg.train = ml_collections.ConfigDict(dict(
+        num_steps=300 if tiny else 300_000,
+        batch_size=32 if tiny else 64,  # global, in (5-frame window, mel window) pairs
+        lr=1e-3 if tiny else 1e-4,  # Wav2Lip's SyncNet: Adam, 1e-4, batch 64
+        seed=0,
+        log_every=25 if tiny else 100,
+        checkpoint_every=100 if tiny else 10_000,
+        eval_every=100 if tiny else 10_000,
+        eval_batches=8 if tiny else 50,  # balanced positives/negatives, fixed seed
+        keep_checkpoints=3,
+    ))
+    cfg.negatives = ml_collections.ConfigDict(dict(
+        # Negative mel windows start >= min_offset frames away from the frames' window:
+        # closer ones overlap the true audio and are ambiguous.
+        min_offset=5,
+        same_clip=True,  # False: the negative mel comes from another clip of the split
+    ))
+    cfg.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
+    return cfg
