@@ -316,7 +316,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
         state, position_restored = checkpointing.restore(mngr, abstract, data_iter, start)
         if not position_restored:  # another process count: a fresh stream, not a replay of step 0's
             data_iter = _loader(cfg, cfg.data.train_split, (cfg.train.seed + start) % 2**32)
-        logging.info("resumed from step %d", start)
+        if jax.process_index() == 0:
+            print(f"resumed from step {start} of {workdir}", flush=True)
     else:
         state = jax.jit(make_state, out_shardings=shardings)()
         start = 0
@@ -337,10 +338,16 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     step, evaluated, tick, tick_step = start, -1, time.perf_counter(), start
     all_finite = jnp.ones((), jnp.float32)
 
+    def report(scalars: dict[str, float], prefix: str) -> None:
+        # TensorBoard, and one stdout line (absl INFO would bury it under orbax's chatter).
+        writer.write(step, scalars, prefix=prefix)
+        if jax.process_index() == 0:
+            print(f"step {step} {prefix} " + " ".join(f"{k}={v:.4g}" for k, v in sorted(scalars.items())), flush=True)
+
     def run_eval() -> None:
         nonlocal evaluated
         result = evaluate(cfg, eval_fn, state.params, mesh)
-        writer.write(step, result, prefix="eval")
+        report(result, "eval")
         last.update(eval_accuracy=result["accuracy"], eval_loss=result["loss"])
         evaluated = step
         if jax.process_index() == 0:
@@ -364,7 +371,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
                     last.update({k: float(v) for k, v in jax.device_get(metrics).items() if k != "finite"})
                     last["steps_per_s"] = (step - tick_step) / max(now - tick, 1e-9)
                     tick, tick_step = now, step
-                    writer.write(step, {k: v for k, v in last.items() if not k.startswith("eval_")})
+                    report({k: v for k, v in last.items() if not k.startswith("eval_")}, "train")
                 if boundary:
                     syncnet_checkpoint.save(mngr, state, data_iter, cfg, force=bool(stop.signal))
                 if has_eval and step % cfg.train.eval_every == 0 and not stop.signal:

@@ -8,7 +8,7 @@ resuming when DIR holds a checkpoint, and prints the held-out
 
 from __future__ import annotations
 
-from absl import flags, logging
+from absl import flags
 from ml_collections import config_flags
 
 from diff2lip_jax import cli
@@ -24,7 +24,6 @@ def _main(argv):
         raise ValueError("--workdir is required (checkpoints and metrics go there; an existing workdir is resumed)")
     from diff2lip_jax.train.syncnet import NonFiniteLossError, train
 
-    logging.set_verbosity(logging.INFO)
     try:
         last = train(FLAGS.config, FLAGS.workdir)
     except NonFiniteLossError as e:
