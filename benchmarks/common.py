@@ -1,0 +1,77 @@
+"""Shared benchmark helpers: inputs, timing, XLA FLOPs, the official PyTorch reference."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+
+import numpy as np
+
+from diff2lip_jax.convert import flax_to_torch
+
+
+def make_inputs(cfg, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """NHWC float32 inputs of the model's size (lower half masked)."""
+    rng = np.random.default_rng(seed)
+    s = cfg.image_size
+    mask = np.zeros((batch, s, s, 1), np.float32)
+    mask[:, s // 2:] = 1
+    return dict(
+        x=rng.standard_normal((batch, s, s, 3)).astype(np.float32),
+        t=rng.integers(0, 1000, batch).astype(np.int32),
+        cond_img=rng.uniform(-1, 1, (batch, s, s, 3)).astype(np.float32),
+        mask=mask,
+        ref_img=rng.uniform(-1, 1, (batch, s, s, 3 * cfg.nrefer)).astype(np.float32),
+        indiv_mels=rng.standard_normal((batch, 80, 16)).astype(np.float32),
+        target=rng.standard_normal((batch, s, s, cfg.out_channels)).astype(np.float32),
+    )
+
+
+def timed(fn, repeats: int) -> float:
+    fn()  # warm-up (compilation, allocator)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def flops_of(compiled) -> float:
+    cost = compiled.cost_analysis()
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0]
+    return float(cost.get("flops", 0.0)) if cost else 0.0
+
+
+def bench_torch(repo, flags_dict, params, cfg, inputs, modes, repeats):
+    import torch
+
+    from diff2lip_jax.official_reference import build_official_model
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    model = build_official_model(repo, flags_dict)
+    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in flax_to_torch(params, cfg).items()})
+    nchw = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))
+    x, target = nchw(inputs["x"]), nchw(inputs["target"])
+    t = torch.from_numpy(inputs["t"].astype(np.int64))
+    kw = dict(cond_img=nchw(inputs["cond_img"]), mask=nchw(inputs["mask"]), ref_img=nchw(inputs["ref_img"]),
+              indiv_mels=torch.from_numpy(inputs["indiv_mels"]))
+    results = {}
+    if "forward" in modes:
+        def fwd():
+            with torch.no_grad():
+                model(x, t, **kw)
+        results["forward"] = timed(fwd, repeats)
+    if "train" in modes:
+        model.train()
+        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+        def train():
+            opt.zero_grad(set_to_none=True)
+            loss = ((model(x, t, **kw) - target) ** 2).mean()
+            loss.backward()
+            opt.step()
+        results["train"] = timed(train, repeats)
+    return results

@@ -1,0 +1,106 @@
+"""Diff2Lip training-step speed: steps/s, frames/s, memory, MFU; optionally vs the official UNet in PyTorch.
+
+    python benchmarks/train_step.py --config=configs/diff2lip.py:tiny --batch=2
+    python benchmarks/train_step.py --config=configs/diff2lip.py:official --batch=1 \
+        --torch_reference=/path/to/diff2lip --peak_tflops=...
+
+The step is the real one (five losses, D update, EMA) on random data of the
+config's size, jitted with the mesh shardings of the config. Memory: XLA's
+estimate for the compiled step (arguments + outputs + temporaries, per device)
+and the process's peak RSS. MFU = achieved FLOP/s (XLA cost analysis of the
+compiled step) / --peak_tflops (per device; no default on CPU, where the peak
+depends on the machine). With --torch_reference the official TFGModel runs a
+forward + backward + Adam step on the same number of frames in the same
+process: that is the part of training the official repo could run, so the
+ratio torch/jax compares like with like only for `--config.loss.*=0` apart
+from simple/vb; both are printed.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+
+import jax
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+
+from common import bench_torch, flops_of, make_inputs, timed
+from diff2lip_jax import parallel
+from diff2lip_jax.cli import default_config
+from diff2lip_jax.models import UNetConfig
+from diff2lip_jax.train.build import build_modules, init_state
+from diff2lip_jax.train.step import make_train_step
+
+config_flags.DEFINE_config_file("config", default_config("diff2lip", "tiny"), "training config")
+flags.DEFINE_integer("batch", 2, "global batch in 5-frame sequences")
+flags.DEFINE_integer("repeats", 3, "timed steps after the warm-up")
+flags.DEFINE_float("peak_tflops", None, "peak TFLOP/s per device for MFU (e.g. 197 for a TPU v5e chip)")
+flags.DEFINE_string("torch_reference", None, "checkout of the official diff2lip repo to time alongside")
+FLAGS = flags.FLAGS
+
+
+def random_batch(b: int, size: int, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    return dict(frames=rng.uniform(-1, 1, (b, 5, size, size, 3)).astype(np.float32),
+                ref=rng.uniform(-1, 1, (b, size, size, 3)).astype(np.float32),
+                indiv_mels=rng.standard_normal((b, 5, 80, 16)).astype(np.float32),
+                sync_mel=rng.standard_normal((b, 80, 16)).astype(np.float32))
+
+
+def main(argv):
+    del argv
+    cfg = FLAGS.config
+    mesh = parallel.make_mesh(cfg.mesh.data, cfg.mesh.fsdp)
+    modules, frozen = build_modules(cfg)
+    state = init_state(cfg, modules)
+    shardings = parallel.fsdp_shardings(state, mesh)
+    state = jax.device_put(state, shardings)
+    frozen = jax.device_put(frozen, parallel.replicated(mesh))
+    size = modules.model.cfg.image_size
+    batch = parallel.host_to_global(random_batch(FLAGS.batch, size), mesh)
+    step = jax.jit(make_train_step(modules, cfg), donate_argnums=0,
+                   in_shardings=(shardings, parallel.replicated(mesh), parallel.batch_sharding(mesh)),
+                   out_shardings=(shardings, parallel.replicated(mesh)))
+    start = time.perf_counter()
+    compiled = step.lower(state, frozen, batch).compile()
+    compile_s = time.perf_counter() - start
+    holder = [state]
+
+    def run():
+        holder[0], metrics = compiled(holder[0], frozen, batch)
+        jax.block_until_ready(metrics)
+
+    secs = timed(run, FLAGS.repeats)
+    flops = flops_of(compiled)
+    mem = compiled.memory_analysis()
+    frames = FLAGS.batch * 5
+    on = [k for k in ("simple", "vb", "l2", "sync", "lpips", "gan") if cfg.loss[k] > 0]
+    print(f"backend {jax.default_backend()}, {jax.device_count()} device(s), mesh {dict(mesh.shape)}, "
+          f"image {size}, batch {FLAGS.batch} sequences ({frames} frames), losses {'+'.join(on)}")
+    print(f"compile {compile_s:.1f} s | step {secs:.3f} s | {1 / secs:.3f} steps/s | {frames / secs:.2f} frames/s")
+    print(f"XLA cost: {flops / 1e9:.1f} GFLOP/step ({flops / 1e9 / frames:.2f} GFLOP/frame), "
+          f"{flops / 1e9 / secs:.1f} GFLOP/s achieved")
+    if mem is not None:
+        total = mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes - mem.alias_size_in_bytes
+        print(f"memory (XLA estimate per device): {total / 2 ** 30:.2f} GiB "
+              f"(arguments {mem.argument_size_in_bytes / 2 ** 30:.2f}, temporaries {mem.temp_size_in_bytes / 2 ** 30:.2f})")
+    print(f"process peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20:.2f} GiB")
+    if FLAGS.peak_tflops:
+        print(f"MFU: {100 * flops / secs / (FLAGS.peak_tflops * 1e12 * jax.device_count()):.1f}%")
+    else:
+        print("MFU: pass --peak_tflops (per device) to compute it")
+    if FLAGS.torch_reference:
+        import jax.numpy as jnp  # noqa: F401  (keeps jax first in the process)
+        params = jax.device_get(holder[0].params)
+        unet_cfg = UNetConfig.from_flags(cfg.model)
+        inputs = make_inputs(unet_cfg, frames)
+        torch_s = bench_torch(FLAGS.torch_reference, cfg.model, params, unet_cfg, inputs, ["train"],
+                              FLAGS.repeats)["train"]
+        print(f"official PyTorch UNet fwd+bwd+Adam on {frames} frames: {torch_s:.3f} s "
+              f"-> torch/jax = {torch_s / secs:.2f} (>= 1: our full step is at least as fast)")
+
+
+if __name__ == "__main__":
+    app.run(main)
