@@ -30,7 +30,7 @@ import sys
 import time
 from typing import Optional
 
-from absl import app, flags
+from absl import flags
 
 PROG = "diff2lip-preprocess"
 FLAGS = flags.FLAGS
@@ -190,29 +190,12 @@ def _main(argv: list[str]) -> None:
           f"{_size(raw)} raw), {_size(stored)} stored; splits {splits}; {rate}; dataset {dataset}")  # fmt: skip
 
 
-def main(argv: list[str]) -> None:
-    """absl main: user errors print ``diff2lip-preprocess: error: ...`` and exit 2."""
-    from diff2lip_jax.cli import one_line_errors
-
-    one_line_errors(PROG)(_main)(argv)
-
-
-def _parse_flags(argv: list[str]) -> list[str]:
-    """absl flag parsing, but a bad flag is one line on stderr and exit code 2."""
-    try:
-        return FLAGS(argv)
-    except flags.Error as e:
-        print(f"{PROG}: error: {' '.join(str(e).split())}", file=sys.stderr)
-        sys.exit(2)
-
-
 def run(argv: Optional[list[str]] = None) -> None:
     """Console-script entry point ``diff2lip-preprocess``."""
+    from diff2lip_jax.cli import run_app
+
     define_flags()
-    main_module = sys.modules.get("__main__")
-    if main_module is not None and not getattr(main_module, "__doc__", None):
-        main_module.__doc__ = __doc__  # absl's --help prints the main module's docstring
-    app.run(main, argv=argv, flags_parser=_parse_flags)
+    run_app(PROG, _main, argv=argv, doc=__doc__)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import numpy as np
 import scipy.signal
 import soundfile
 
-from diff2lip_jax.video import MediaError, _ffmpeg_error, ffmpeg_exe, require_audio
+from diff2lip_jax.video import MediaError, ffmpeg_error_summary, ffmpeg_exe, require_audio
 
 PathLike = Union[str, os.PathLike]
 
@@ -103,7 +103,7 @@ def load_audio(path: PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
     ]  # fmt: skip
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
     if proc.returncode != 0:
-        raise MediaError(f"{path}: cannot decode the audio ({_ffmpeg_error(proc.stderr)}); re-encode it, e.g. to wav")
+        raise MediaError(f"{path}: cannot decode the audio ({ffmpeg_error_summary(proc.stderr)}); re-encode it, e.g. to wav")
     wav = np.frombuffer(proc.stdout, dtype="<f4")
     if wav.size == 0:
         raise MediaError(f"{path}: the audio stream decoded to 0 samples; pass a file with non-empty audio")

@@ -48,7 +48,23 @@ def quiet_libraries() -> None:
         logging.set_verbosity(logging.WARNING)
 
 
-def run_app(main: Callable) -> None:
-    """absl app.run with GNU-style flags (flags may follow a sub-command)."""
+def run_app(prog: str, main: Callable, argv: list[str] | None = None, doc: str | None = None) -> None:
+    """Runs an absl `main` as console script `prog`.
+
+    GNU-style flags (they may follow a sub-command); a bad flag or a user error
+    prints one line `prog: error: ...` and exits 2; `doc` is what --help shows
+    (a console-script wrapper module has no docstring of its own).
+    """
     flags.FLAGS.set_gnu_getopt(True)
-    app.run(main)
+
+    def parse(args: list[str]) -> list[str]:
+        try:
+            return flags.FLAGS(args)
+        except flags.Error as e:
+            print(f"{prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
+            sys.exit(2)
+
+    main_module = sys.modules.get("__main__")
+    if doc and main_module is not None and not getattr(main_module, "__doc__", None):
+        main_module.__doc__ = doc
+    app.run(one_line_errors(prog)(main), argv=argv, flags_parser=parse)

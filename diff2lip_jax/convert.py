@@ -237,4 +237,4 @@ def run():
     flags.DEFINE_bool("overwrite", False, "export: replace an existing --out file")
     config_flags.DEFINE_config_file("config", cli.default_config("diff2lip", "official"),
                                     "import: model flags (config.model); default the official model")
-    cli.run_app(cli.one_line_errors("diff2lip-convert")(_main))
+    cli.run_app("diff2lip-convert", _main, doc=__doc__)

@@ -65,7 +65,7 @@ def ffmpeg_exe() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
-def _ffmpeg_error(stderr: bytes) -> str:
+def ffmpeg_error_summary(stderr: bytes) -> str:
     """The most telling line of ffmpeg's stderr (its last error line)."""
     lines = [ln.strip() for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
     # Strip the "[in#0 @ 0x...]" prefixes: they mean nothing to a user.
@@ -111,7 +111,7 @@ def probe(path: PathLike) -> VideoInfo:
     text = proc.stderr.decode("utf-8", "replace")
     if "Input #0" not in text:  # ffmpeg could not open it (it always exits 1 here: no output given)
         raise MediaError(
-            f"{p}: not a readable media file (ffmpeg: {_ffmpeg_error(proc.stderr)}); "
+            f"{p}: not a readable media file (ffmpeg: {ffmpeg_error_summary(proc.stderr)}); "
             "check that it is a complete video or audio file"
         )
     # One block per stream: its "Stream #0:i" line plus the lines after it (metadata,
@@ -245,11 +245,11 @@ def _frame_chunks(path: PathLike, fps: Optional[float], chunk: int) -> Iterator[
             errf.seek(0)
             if total == 0:  # e.g. a truncated download: headers intact, no frame data
                 raise MediaError(
-                    f"{path}: the video stream decoded to no frames (ffmpeg: {_ffmpeg_error(errf.read())}); "
+                    f"{path}: the video stream decoded to no frames (ffmpeg: {ffmpeg_error_summary(errf.read())}); "
                     "the file may be truncated, re-download or re-encode it"
                 )
             if rc != 0:
-                raise MediaError(f"{path}: ffmpeg failed to decode the video ({_ffmpeg_error(errf.read())})")
+                raise MediaError(f"{path}: ffmpeg failed to decode the video ({ffmpeg_error_summary(errf.read())})")
         finally:
             # Reached early when the consumer stops iterating: stop ffmpeg, reap it.
             if proc.poll() is None:
@@ -345,7 +345,7 @@ class VideoWriter:
 
     def _failure(self, what: str) -> MediaError:
         self._errf.seek(0)
-        return MediaError(f"{self.path}: ffmpeg failed to {what} ({_ffmpeg_error(self._errf.read())})")
+        return MediaError(f"{self.path}: ffmpeg failed to {what} ({ffmpeg_error_summary(self._errf.read())})")
 
     def write(self, frames: np.ndarray) -> None:
         """Append frames: uint8 RGB ``[H, W, 3]`` or ``[n, H, W, 3]``, all of one size."""

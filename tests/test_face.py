@@ -321,7 +321,7 @@ def test_load_pth_and_refuse_code(tmp_path, golden, golden_state_dict, s3fd_appl
 
     evil = tmp_path / "evil.pth"
     torch.save({"conv1_1.weight": torch.zeros(1), "payload": _CarriesCode()}, evil)
-    with pytest.raises(ValueError, match="not a plain tensor state_dict"):
+    with pytest.raises(ValueError, match="refused, the file holds pickled code"):
         face.load_s3fd_params(evil)
     assert _UNPICKLED == []
 

@@ -12,7 +12,7 @@ mouth), ``clip`` (head motion and the in-memory generator), ``cli`` (files).
 Importing this package defines no absl flags; :func:`run` does.
 """
 
-from data_pipelines.synthetic.cli import AUDIO_FORMATS, clip_metadata, generate_dataset, main, parse_size, run
+from data_pipelines.synthetic.cli import AUDIO_FORMATS, clip_metadata, generate_dataset, parse_size, run
 from data_pipelines.synthetic.clip import Clip, clip_name, synthesize_clip
 from data_pipelines.synthetic.faces import Identity, make_identity
 from data_pipelines.synthetic.voice import SAMPLE_RATE, frame_bounds, frame_rms, mouth_from_audio
@@ -27,7 +27,6 @@ __all__ = [
     "frame_bounds",
     "frame_rms",
     "generate_dataset",
-    "main",
     "make_identity",
     "mouth_from_audio",
     "parse_size",

@@ -29,7 +29,7 @@ import time
 from typing import Any, Callable, Optional
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from data_pipelines.synthetic.clip import SAMPLE_RATE, Clip, synthesize_clip
 
@@ -246,27 +246,9 @@ def _main(argv: list[str]) -> None:
           f"(manifest: {os.path.join(FLAGS.out, 'manifest.json')})")  # fmt: skip
 
 
-def main(argv: list[str]) -> None:
-    """absl main: user errors print ``diff2lip-synth: error: ...`` and exit 2."""
-    from diff2lip_jax.cli import one_line_errors
-
-    one_line_errors(PROG)(_main)(argv)
-
-
-def _parse_flags(argv: list[str]) -> list[str]:
-    """absl flag parsing, but a bad flag is one line on stderr and exit code 2."""
-    try:
-        return FLAGS(argv)
-    except flags.Error as e:
-        print(f"{PROG}: error: {' '.join(str(e).split())}", file=sys.stderr)
-        sys.exit(2)
-
-
 def run(argv: Optional[list[str]] = None) -> None:
     """Console-script entry point ``diff2lip-synth``."""
+    from diff2lip_jax.cli import run_app
+
     define_flags()
-    # absl's --help prints the main module's docstring; a console-script wrapper has none.
-    main_module = sys.modules.get("__main__")
-    if main_module is not None and not getattr(main_module, "__doc__", None):
-        main_module.__doc__ = __doc__
-    app.run(main, argv=argv, flags_parser=_parse_flags)
+    run_app(PROG, _main, argv=argv, doc=__doc__)

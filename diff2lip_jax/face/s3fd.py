@@ -17,7 +17,6 @@ module never downloads them: pass the path of a local copy.
 from __future__ import annotations
 
 import os
-import pickle
 from typing import Any, Mapping
 
 import flax.linen as nn
@@ -152,24 +151,15 @@ def params_from_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
 def load_s3fd_params(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Load the official `s3fd.pth` (a plain state_dict) from a local file.
 
-    Uses `torch.load(weights_only=True)`: a file whose pickle carries code
-    (custom classes, functions) is refused with ValueError rather than executed.
+    Read with `diff2lip_jax.convert.load_state_dict_file` (`torch.load(weights_only=True)`):
+    a file whose pickle carries code is refused with ValueError rather than executed.
     """
+    from diff2lip_jax.convert import load_state_dict_file  # torch is needed only here
+
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"S3FD weights not found at {path!r}; download them from {S3FD_WEIGHTS_URL}")
-    try:
-        import torch
-    except ImportError as e:  # torch is only needed to read .pth files
-        raise ImportError("reading s3fd.pth needs torch: pip install 'diff2lip-jax[torch]'") from e
-    try:
-        state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise ValueError(f"{path!r} is not a plain tensor state_dict (its pickle references code, which is "
-                         f"refused for safety): {str(e).splitlines()[0]}") from e
-    if not isinstance(state_dict, Mapping):
-        raise ValueError(f"{path!r} holds a {type(state_dict).__name__}, not an S3FD state_dict")
-    return params_from_state_dict(state_dict)
+    return params_from_state_dict(load_state_dict_file(path))
 
 
 def decode_outputs(outputs: list[jax.Array]) -> tuple[jax.Array, jax.Array]:

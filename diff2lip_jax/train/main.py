@@ -31,7 +31,7 @@ def run():
     """Console script `diff2lip-train`."""
     config_flags.DEFINE_config_file("config", cli.default_config("diff2lip", "tiny"), "training config")
     flags.DEFINE_string("workdir", None, "checkpoints, config, metrics (TensorBoard) and sample grids")
-    cli.run_app(cli.one_line_errors("diff2lip-train")(_main))
+    cli.run_app("diff2lip-train", _main, doc=__doc__)
 
 
 if __name__ == "__main__":
