@@ -103,7 +103,12 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     step = start
     try:
         while step < cfg.train.num_steps:
-            batch = _global_batch(next(data_iter), mesh)
+            local = next(data_iter)
+            if step == start:
+                logging.info("process %d feeds %d of the global batch of %d; first clips %s",
+                             jax.process_index(), len(local["frames"]), cfg.train.batch_size,
+                             sorted(set(np.asarray(local["clip_index"]).tolist())))
+            batch = _global_batch(local, mesh)
             state, metrics = step_fn(state, frozen, batch)
             all_finite = all_finite * metrics["finite"]
             step += 1
@@ -137,7 +142,19 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
         bar.close()
         if hasattr(data_iter, "close"):
             data_iter.close()
+    logging.info("params fingerprint (process %d of %d): %s", jax.process_index(), jax.process_count(),
+                 params_fingerprint(state.params))
     return last
+
+
+def params_fingerprint(params) -> str:
+    """A digest of this process's copy of the params, to check that replicas agree across processes."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for leaf in jax.tree.leaves(params):
+        digest.update(np.asarray(leaf.addressable_shards[0].data).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def _fixed_eval_batch(cfg, mesh) -> dict | None:

@@ -38,7 +38,7 @@ def run():
     """Console script `diff2lip-train-syncnet`."""
     config_flags.DEFINE_config_file("config", cli.default_config("syncnet", "tiny"), "SyncNet training config")
     flags.DEFINE_string("workdir", None, "checkpoints, config and metrics (TensorBoard)")
-    cli.run_app(cli.one_line_errors(PROG)(_main))
+    cli.run_app(PROG, _main, doc=__doc__)
 
 
 if __name__ == "__main__":
