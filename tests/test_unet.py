@@ -89,9 +89,9 @@ def test_reduced_precision_stays_close_to_float32(small_golden, small_inputs):
     assert model16.cfg.compute_dtype == "auto"
     out16 = jax.jit(model16.apply)({"params": params}, x, t, **kwargs)
     assert out16.dtype == jnp.float32  # the output head runs in float32, as official
-    # bfloat16 keeps 8 mantissa bits (~0.4% per op); through ~40 layers the
-    # measured error is ~1-2%; 5% bounds it with margin.
-    assert rel_l2(out16, out32) < 5e-2
+    # bfloat16 keeps 8 mantissa bits (~0.4% per rounding); with float32 norms,
+    # softmax and output head the measured end-to-end error is 1.8e-3; 1e-2 bounds it.
+    assert rel_l2(out16, out32) < 1e-2
     assert not np.allclose(out16, out32, rtol=0, atol=0)  # it really ran in reduced precision
 
 
