@@ -1,0 +1,240 @@
+"""diff2lip-evaluate: metrics over a filelist of generated vs. source videos -> JSON + Markdown table.
+
+Usage:
+  diff2lip-evaluate --filelist F --generated_dir G --source_dir S --mode reconstruction|cross
+      [--out results.json] [--table results.md] [--on crops|full] [--face_detector cascade|s3fd|voxceleb2|box]
+      [--syncnet DIR_OR_FILE --syncnet_kind ours|wav2lip|syncnet_python|module:factory]
+      [--inception_weights pt_inception-2015-12-05-6726825d.pth] [--landmarks module:factory]
+      [--metrics psnr,ssim,fid,lmd,lse] [--max_pairs N]
+  diff2lip-evaluate --table_from a.json,b.json [--table out.md]      (table of earlier runs only)
+
+Filelist lines are ``audio_source video_source`` (relative, no extension); the
+generated video of a line is ``G/<audio_source>_<video_source>.mp4`` with "/"
+replaced by "." (the official generate_dist.py naming); sources are
+``S/<path>.mp4`` (``--source_ext``). Reconstruction: PSNR, SSIM, FID, LMD, LSE
+against the source video; cross: FID and LSE. Each metric runs when its network
+is given (FID: ``--inception_weights``; LSE: ``--syncnet``; LMD: ``--landmarks``)
+and is otherwise reported as not computed, with the reason; naming a metric in
+``--metrics`` makes its network mandatory. Missing generated files are counted,
+not fatal. See diff2lip_jax/evaluate/run.py for what each metric is computed on.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+from typing import Any, Optional
+
+from absl import flags
+
+from diff2lip_jax.evaluate import fid as fid_lib
+from diff2lip_jax.evaluate import run as run_lib
+
+PROG = "diff2lip-evaluate"
+FLAGS = flags.FLAGS
+_NAMES = ("filelist", "generated_dir", "source_dir", "mode", "out", "table", "on", "face_detector", "s3fd_weights",
+          "box", "pads", "syncnet", "syncnet_kind", "vshift", "inception_weights", "fid_weights", "fid_method",
+          "fid_frame_stride", "fid_batch_size", "landmarks", "lmd_center", "metrics", "max_pairs", "source_ext",
+          "dataset", "method", "table_from")  # fmt: skip
+
+
+def define_flags(fv: flags.FlagValues = FLAGS) -> None:
+    """Defines the flags (idempotent; called by :func:`run`, not at import)."""
+    if "generated_dir" in fv:
+        return
+    from diff2lip_jax.evaluate.metrics import FID_METHODS
+    from diff2lip_jax.face import DETECTOR_KINDS
+
+    kw = dict(flag_values=fv)
+    flags.DEFINE_string("filelist", None, "pairs 'audio_source video_source' per line (relative, no extension)", **kw)
+    flags.DEFINE_string("generated_dir", None, "folder of generated videos <audio>_<video>.mp4 ('/' -> '.')", **kw)
+    flags.DEFINE_string("source_dir", None, "dataset root holding <path>.<source_ext> source videos", **kw)
+    flags.DEFINE_enum("mode", None, list(run_lib.MODES), "reconstruction (own audio) or cross (other audio)", **kw)
+    flags.DEFINE_string("out", None, "JSON results (default <generated_dir>/evaluation_<mode>.json)", **kw)
+    flags.DEFINE_string("table", None, "Markdown table (default: the --out path with .md)", **kw)
+    flags.DEFINE_enum("on", "crops", list(run_lib.ON), "PSNR/SSIM/FID on 128 px face crops or full frames", **kw)
+    flags.DEFINE_enum("face_detector", "cascade", list(DETECTOR_KINDS), "face boxes of the source videos", **kw)
+    flags.DEFINE_string("s3fd_weights", None, "local s3fd.pth for --face_detector=s3fd", **kw)
+    flags.DEFINE_string("box", None, "fixed box y1,y2,x1,x2 for --face_detector=box", **kw)
+    flags.DEFINE_string("pads", "0,0,0,0", "box padding top,bottom,left,right (as generation)", **kw)
+    flags.DEFINE_string("syncnet", None, "LSE scorer weights: workdir (ours) or .pth/.model file", **kw)
+    flags.DEFINE_string("syncnet_kind", "ours", "ours | wav2lip | syncnet_python | module:factory", **kw)
+    flags.DEFINE_integer("vshift", 15, "LSE: largest AV shift searched, frames", **kw)
+    flags.DEFINE_string("inception_weights", None, f"FID: local {fid_lib.FID_WEIGHTS_FILE}", **kw)
+    flags.DEFINE_string("fid_weights", None, "'random': FID with random Inception weights (tests only)", **kw)
+    flags.DEFINE_enum("fid_method", "sqrtm", list(FID_METHODS), "sqrtm (pytorch-fid) or spectral (faster)", **kw)
+    flags.DEFINE_integer("fid_frame_stride", 1, "FID: use every k-th frame", **kw)
+    flags.DEFINE_integer("fid_batch_size", 16, "FID: frames per Inception batch", **kw)
+    flags.DEFINE_string("landmarks", None, "LMD landmark model plug-in module:factory", **kw)
+    flags.DEFINE_bool("lmd_center", False, "LMD: remove each mouth's centroid first", **kw)
+    flags.DEFINE_list("metrics", None, f"subset of {','.join(run_lib.METRICS)} (default: all available)", **kw)
+    flags.DEFINE_integer("max_pairs", None, "evaluate only the first N pairs", **kw)
+    flags.DEFINE_string("source_ext", "mp4", "extension of the source files", **kw)
+    flags.DEFINE_string("dataset", None, "dataset label for the table (default: from the filelist name)", **kw)
+    flags.DEFINE_string("method", "diff2lip-jax", "method label (table row)", **kw)
+    flags.DEFINE_list("table_from", None, "only render a table from these result JSON files", **kw)
+    for name in _NAMES:
+        fv.register_key_flag_for_module(sys.argv[0], fv[name])
+
+
+def _fid_missing_reason() -> str:
+    return (f"needs --inception_weights=<path to {fid_lib.FID_WEIGHTS_FILE}>, the FID Inception weights "
+            f"(download {fid_lib.FID_WEIGHTS_URL})")
+
+
+_LSE_MISSING = ("needs --syncnet: a diff2lip-train-syncnet workdir (--syncnet_kind=ours), Wav2Lip's "
+                "lipsync_expert.pth (--syncnet_kind=wav2lip) or syncnet_python's syncnet_v2.model "
+                "(--syncnet_kind=syncnet_python)")
+_LMD_MISSING = ("needs --landmarks=module:factory (a 68-point landmark model; none ships offline: OpenCV's Facemark "
+                "is contrib-only and needs a model file)")
+
+
+def _table_only() -> None:
+    results = []
+    for path in FLAGS.table_from:
+        p = pathlib.Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"--table_from: {p}: no such file")
+        try:
+            r = json.loads(p.read_text())
+            if not isinstance(r, dict) or "metrics" not in r or r.get("mode") not in run_lib.MODES:
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"--table_from: {p} is not a {PROG} results JSON") from None
+        results.append(r)
+    table = run_lib.render_table(results)
+    if FLAGS.table:
+        pathlib.Path(FLAGS.table).write_text(table)
+    print(table, end="")
+
+
+def _setup() -> dict[str, Any]:
+    """Validates the flags and builds detector and networks (ValueError/FileNotFoundError = user error)."""
+    for name in ("filelist", "generated_dir", "source_dir", "mode"):
+        if not FLAGS[name].value:
+            raise ValueError(f"--{name} is required (see --help)")
+    for name in ("generated_dir", "source_dir"):
+        if not pathlib.Path(FLAGS[name].value).is_dir():
+            raise NotADirectoryError(f"--{name}={FLAGS[name].value}: no such directory")
+    if FLAGS.max_pairs is not None and FLAGS.max_pairs < 1:
+        raise ValueError(f"--max_pairs must be >= 1, got {FLAGS.max_pairs}")
+    for name in ("fid_frame_stride", "fid_batch_size", "vshift"):
+        if FLAGS[name].value < 1:
+            raise ValueError(f"--{name} must be >= 1, got {FLAGS[name].value}")
+    explicit = FLAGS.metrics is not None
+    wanted = list(FLAGS.metrics or run_lib.METRICS)
+    for m in wanted:
+        if m not in run_lib.METRICS:
+            raise ValueError(f"--metrics: unknown metric {m!r}; choose from {','.join(run_lib.METRICS)}")
+        if explicit and m not in run_lib.MODE_METRICS[FLAGS.mode]:
+            raise ValueError(f"--metrics={m}: {run_lib.NO_GROUND_TRUTH}")
+    if FLAGS.fid_weights not in (None, "", "random"):
+        raise ValueError(f"--fid_weights={FLAGS.fid_weights!r}: only 'random' (tests); real weights go in "
+                         "--inception_weights")
+    if FLAGS.fid_weights == "random" and FLAGS.inception_weights:
+        raise ValueError("pass --inception_weights or --fid_weights=random, not both")
+
+    from diff2lip_jax.face import make_detector, parse_pads
+
+    try:
+        box = [int(v) for v in FLAGS.box.split(",")] if FLAGS.box else None
+    except ValueError:
+        box = []
+    if box is not None and len(box) != 4:
+        raise ValueError(f"--box={FLAGS.box!r}: expected four integers y1,y2,x1,x2")
+    pads = parse_pads(FLAGS.pads)
+    detector = make_detector(FLAGS.face_detector, weights_path=FLAGS.s3fd_weights, box=box)
+    not_computed: dict[str, str] = {}
+    mode_metrics = [m for m in wanted if m in run_lib.MODE_METRICS[FLAGS.mode]]
+
+    inception = None
+    if "fid" in mode_metrics:
+        if FLAGS.inception_weights:
+            inception = fid_lib.InceptionFeatures.from_weights(FLAGS.inception_weights, FLAGS.fid_batch_size)
+        elif FLAGS.fid_weights == "random":
+            inception = fid_lib.InceptionFeatures.from_weights("random", FLAGS.fid_batch_size)
+        elif explicit:
+            raise ValueError(f"cannot compute FID: it {_fid_missing_reason()}")
+        else:
+            not_computed["fid"] = _fid_missing_reason()
+
+    scorer = None
+    if "lse" in mode_metrics:
+        from diff2lip_jax.evaluate.lse import make_scorer
+
+        if FLAGS.syncnet or ":" in FLAGS.syncnet_kind:
+            scorer = make_scorer(FLAGS.syncnet_kind, FLAGS.syncnet)
+        elif explicit:
+            raise ValueError(f"cannot compute LSE: it {_LSE_MISSING}")
+        else:
+            not_computed["lse"] = _LSE_MISSING
+
+    landmarks = None
+    if "lmd" in mode_metrics:
+        if FLAGS.landmarks:
+            from diff2lip_jax.evaluate.lmd import load_landmark_model
+
+            landmarks = load_landmark_model(FLAGS.landmarks)
+        elif explicit:
+            raise ValueError(f"cannot compute LMD: it {_LMD_MISSING}")
+        else:
+            not_computed["lmd"] = _LMD_MISSING
+    return dict(detector=detector, pads=pads, inception=inception, scorer=scorer, landmarks=landmarks,
+                not_computed=not_computed, wanted=wanted)
+
+
+def _main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise ValueError(f"unexpected arguments {' '.join(argv[1:])}; all options are --flags")
+    if FLAGS.table_from:
+        _table_only()
+        return
+    if not FLAGS.filelist:
+        raise ValueError("--filelist is required (see --help)")
+    pairs = run_lib.read_filelist(FLAGS.filelist)
+    setup = _setup()
+    # Only now, when every input is valid: a user error stays the one line on stderr.
+    if setup["inception"] is not None and FLAGS.fid_weights == "random":
+        print(f"{PROG}: warning: FID uses RANDOM Inception weights (--fid_weights=random, for tests); "
+              "its values are meaningless", file=sys.stderr)
+    for m, why in setup["not_computed"].items():
+        print(f"{PROG}: note: {m.upper()} not computed: {why}", file=sys.stderr)
+    if FLAGS.max_pairs:
+        pairs = pairs[:FLAGS.max_pairs]
+    out = pathlib.Path(FLAGS.out or pathlib.Path(FLAGS.generated_dir) / f"evaluation_{FLAGS.mode}.json")
+    table_path = pathlib.Path(FLAGS.table) if FLAGS.table else out.with_suffix(".md")
+    settings = {"filelist": FLAGS.filelist, "generated_dir": FLAGS.generated_dir, "source_dir": FLAGS.source_dir,
+                "face_detector": FLAGS.face_detector, "pads": FLAGS.pads, "crop_size": run_lib.CROP_SIZE,
+                "syncnet_kind": FLAGS.syncnet_kind if setup["scorer"] is not None else None,
+                "syncnet": FLAGS.syncnet, "inception_weights": FLAGS.inception_weights or FLAGS.fid_weights,
+                "fid_frame_stride": FLAGS.fid_frame_stride, "landmarks": FLAGS.landmarks,
+                "lmd_center": FLAGS.lmd_center}  # fmt: skip
+    results = run_lib.evaluate_pairs(
+        pairs, FLAGS.generated_dir, FLAGS.source_dir, FLAGS.mode, setup["detector"], pads=setup["pads"],
+        metrics_wanted=setup["wanted"], inception=setup["inception"], scorer=setup["scorer"],
+        landmarks=setup["landmarks"], on=FLAGS.on, source_ext=FLAGS.source_ext,
+        fid_frame_stride=FLAGS.fid_frame_stride, fid_method=FLAGS.fid_method, vshift=FLAGS.vshift,
+        lmd_center=FLAGS.lmd_center, not_computed=setup["not_computed"],
+        dataset=FLAGS.dataset or run_lib.dataset_name(FLAGS.filelist), method=FLAGS.method, settings=settings,
+        log=lambda line: print(line, file=sys.stderr, flush=True),
+    )  # fmt: skip
+    run_lib.write_json(out, results)
+    table = run_lib.render_table([run_lib.json_safe(results)])
+    table_path.parent.mkdir(parents=True, exist_ok=True)
+    table_path.write_text(table)
+    print(table, end="")
+    print(f"{PROG}: {results['num_evaluated']}/{results['num_pairs']} pairs evaluated "
+          f"({results['num_missing']} missing, {results['num_failed']} failed); wrote {out} and {table_path}")
+
+
+def run(argv: Optional[list[str]] = None) -> None:
+    """Console script ``diff2lip-evaluate``."""
+    from diff2lip_jax.cli import run_app
+
+    define_flags()
+    run_app(PROG, _main, argv=argv, doc=__doc__)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,93 @@
+"""diff2lip-generate: lip-sync a face video to any audio with a Diff2Lip checkpoint.
+
+Usage:
+  diff2lip-generate --checkpoint MODEL --video FACE.mp4 --audio SPEECH.wav --out OUT.mp4
+      [--mode cross|reconstruction] [--ddim_steps 25] [--seed 7] [--step N]
+      [--config=configs/diff2lip.py:official --config.model.X=V]   (model flags of a .pt)
+      [--face_detector cascade|s3fd|voxceleb2|box] [--s3fd_weights s3fd.pth]
+      [--pads top,bottom,left,right] [--box y1,y2,x1,x2] [--nosmooth]
+      [--batch_size 32] [--static] [--fig3_strip STEPS.png] [--paste full|lower] [--overwrite]
+
+MODEL is a model directory (a diff2lip-train workdir or a diff2lip-convert import)
+or an official .pt / .safetensors state_dict. The output is an H.264 + AAC mp4 at
+25 fps lasting as long as the audio (a shorter video plays back and forth).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import flags
+from ml_collections import config_flags
+
+from diff2lip_jax import cli
+
+PROG = "diff2lip-generate"
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """The command-line flags (defined by `run`, not at import)."""
+    flags.DEFINE_string("checkpoint", None, "model directory (workdir / import output) or official .pt/.safetensors")
+    flags.DEFINE_string("video", None, "face video (any container and frame rate), or an image with --static")
+    flags.DEFINE_string("audio", None, "speech: any file with sound (wav, mp3, m4a, a video's audio track)")
+    flags.DEFINE_string("out", None, "output video (.mp4, .m4v, .mov or .mkv); refused if it exists")
+    flags.DEFINE_enum("mode", "cross", ["cross", "reconstruction"],
+                      "cross: each frame is its own input and reference; reconstruction: the first frame is")
+    flags.DEFINE_integer("ddim_steps", 25, "DDIM sampling steps (respacing ddimN)")
+    flags.DEFINE_integer("seed", 7, "seed of the one start-noise image shared by every frame")
+    flags.DEFINE_integer("step", None, "checkpoint step of a model directory (default: the newest)")
+    config_flags.DEFINE_config_file("config", cli.default_config("diff2lip", "official"),
+                                    "model flags for a .pt/.safetensors (config.model) and diffusion flags; "
+                                    "a model directory brings its own model flags", lock_config=False)
+    flags.DEFINE_enum("face_detector", "cascade", ["cascade", "s3fd", "voxceleb2", "box"],
+                      "face detector; --box implies box")
+    flags.DEFINE_string("s3fd_weights", None, "local copy of the official s3fd.pth (for --face_detector=s3fd)")
+    flags.DEFINE_string("pads", "0,0,0,0", "pixels added to detected boxes: top,bottom,left,right")
+    flags.DEFINE_list("box", None, "fixed face box y1,y2,x1,x2 in pixels (skips detection)")
+    flags.DEFINE_bool("nosmooth", False, "do not smooth face boxes over 5 frames")
+    flags.DEFINE_integer("batch_size", 32, "frames per sampler call (rounded up to a multiple of the devices)")
+    flags.DEFINE_bool("static", False, "--video is a still image (or use its first frame) for the whole audio")
+    flags.DEFINE_string("fig3_strip", None, "also write x_t / x0_pred over the DDIM steps of the first face (.png)")
+    flags.DEFINE_integer("fig3_steps", 5, "columns of --fig3_strip")
+    flags.DEFINE_enum("paste", "full", ["full", "lower"],
+                      "full: the whole generated crop replaces the face box (official); lower: only its lower half")
+    flags.DEFINE_bool("overwrite", False, "replace existing --out / --fig3_strip files")
+    flags.DEFINE_bool("progress", True, "progress bars on stderr")
+    # `--help` lists the key flags of the module named by argv[0] (the console script).
+    for name in ("checkpoint", "video", "audio", "out", "mode", "ddim_steps", "seed", "step", "config",
+                 "face_detector", "s3fd_weights", "pads", "box", "nosmooth", "batch_size", "static",
+                 "fig3_strip", "fig3_steps", "paste", "overwrite", "progress"):
+        FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
+
+
+def _main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise ValueError(f"unexpected arguments {argv[1:]}; every input is a flag (--video, --audio, ...)")
+    missing = [f"--{n}" for n in ("checkpoint", "video", "audio", "out") if not FLAGS[n].value]
+    if missing:
+        raise ValueError(f"missing {', '.join(missing)}; see --help")
+    box = None
+    if FLAGS.box is not None:
+        try:
+            box = tuple(int(v) for v in FLAGS.box)
+        except ValueError:
+            raise ValueError(f"--box={','.join(FLAGS.box)}: expected four integers y1,y2,x1,x2") from None
+    from diff2lip_jax.generate.pipeline import generate
+
+    stats = generate(
+        FLAGS.video, FLAGS.audio, FLAGS.out, checkpoint=FLAGS.checkpoint, config=FLAGS.config, step=FLAGS.step,
+        mode=FLAGS.mode, ddim_steps=FLAGS.ddim_steps, seed=FLAGS.seed, face_detector=FLAGS.face_detector,
+        pads=FLAGS.pads, box=box, nosmooth=FLAGS.nosmooth, batch_size=FLAGS.batch_size, static=FLAGS.static,
+        s3fd_weights=FLAGS.s3fd_weights, progress=FLAGS.progress, fig3_strip=FLAGS.fig3_strip,
+        fig3_steps=FLAGS.fig3_steps, paste=FLAGS.paste, overwrite=FLAGS.overwrite)
+    print(f"wrote {stats['output']}: {stats['num_frames']} frames ({stats['num_frames'] / stats['fps']:.2f} s at "
+          f"{stats['fps']:g} fps), {stats['faces']} lip-synced, {stats['passthrough']} without a face; "
+          f"{stats['frames_per_second']:.2f} frames/s on {stats['devices']} device(s)"
+          + (f"; Fig. 3 strip -> {stats['fig3']['path']}" if "fig3" in stats else ""))
+
+
+def run() -> None:
+    """Console script `diff2lip-generate`."""
+    define_flags()
+    cli.run_app(PROG, _main, doc=__doc__)

@@ -1,0 +1,199 @@
+"""Frames for generation: the streaming face-box pass, ping-pong order, and the frame cache.
+
+Memory stays bounded whatever the video length:
+
+* Pass 1 (:func:`scan_faces`) decodes the video in chunks, runs the detector on each
+  chunk and keeps only the boxes ([N, 4] int64), then pads, gap-fills and smooths
+  them as `face.detect_faces` does.
+* Pass 2 (:func:`frames_in_output_order`) decodes the video again and yields frames
+  in output order. When the audio outlasts the video, the output plays the video
+  back and forth (ping-pong: 0..N-1, N-2..1, 0..N-1, ...). Going backwards needs
+  random access, which a decoder pipe does not give, so during the first (forward)
+  leg every frame is also written to an on-disk cache of short lossless segments
+  (FFV1 in Matroska, a few dozen frames each: exact pixels, about half to a third
+  of the raw size). Later legs read the cache one segment at a time, reversing it in
+  memory for backward legs. Host memory is one segment; disk is the compressed
+  video at 25 fps, and only when ping-pong is needed.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+from typing import Callable, Iterator, Optional, Sequence
+
+import numpy as np
+
+from diff2lip_jax.face import FaceDetector, FaceTrack, apply_pads, fill_gaps, smooth_boxes
+from diff2lip_jax.video import MediaError, ffmpeg_error_summary, ffmpeg_exe, iter_frames
+
+FPS = 25.0
+SEGMENT_BYTES = 128 << 20  # raw frame bytes per cache segment (host memory when reading it back)
+MAX_GAP = 5  # frames a missed detection may borrow a neighbour's box from (face.detect_faces)
+
+
+def pingpong_source(k: np.ndarray | int, n: int) -> np.ndarray:
+    """Source frame of output frame k when a video of n frames plays back and forth.
+
+    0, 1, ..., n-1, n-2, ..., 1, 0, 1, ...: period 2n-2 (1 for a single frame).
+    Returns int64 with the shape of k.
+    """
+    if n < 1:
+        raise ValueError(f"a video needs at least one frame, got {n}")
+    k = np.asarray(k, np.int64)
+    period = max(2 * n - 2, 1)
+    p = k % period
+    return np.where(p < n, p, period - p)
+
+
+def track_from_detections(boxes: np.ndarray, found: np.ndarray, fixed: bool, pads: Sequence[int] | str,
+                          smooth: bool, height: int, width: int) -> FaceTrack:
+    """Raw detector output [N, 4] / [N] -> FaceTrack, the post-processing of `face.detect_faces`."""
+    boxes, found = np.asarray(boxes, np.int64).reshape(-1, 4), np.asarray(found, bool)
+    if fixed:  # fixed crops are used as they are (official VoxCeleb2 crop, Wav2Lip --box)
+        return FaceTrack(boxes, found)
+    boxes = apply_pads(boxes, pads, height, width)
+    boxes, has_face = fill_gaps(boxes, found, MAX_GAP, height, width)
+    return FaceTrack(smooth_boxes(boxes) if smooth else boxes, has_face)
+
+
+def scan_faces(video: str | os.PathLike, detector: FaceDetector, pads: Sequence[int] | str, smooth: bool,
+               max_frames: Optional[int] = None, chunk: int = 32,
+               progress: Optional[Callable[[int], None]] = None) -> tuple[FaceTrack, tuple[int, int]]:
+    """Pass 1: face boxes of (the first `max_frames` frames of) a video at 25 fps.
+
+    Returns (FaceTrack over the N frames read, (height, width)). Holds one chunk of
+    frames at a time. `progress(n)` is called after each chunk with its frame count.
+    """
+    boxes, found, size = [], [], (0, 0)
+    for frames in iter_frames(video, fps=FPS, chunk=chunk):
+        if max_frames is not None:
+            frames = frames[: max_frames - sum(len(f) for f in found)]
+        size = frames.shape[1:3]
+        b, f = detector(frames)
+        boxes.append(np.asarray(b, np.int64).reshape(-1, 4))
+        found.append(np.asarray(f, bool))
+        if progress is not None:
+            progress(len(frames))
+        if max_frames is not None and sum(len(f) for f in found) >= max_frames:
+            break  # closing the generator stops ffmpeg
+    track = track_from_detections(np.concatenate(boxes), np.concatenate(found), getattr(detector, "fixed", False),
+                                  pads, smooth, *size)
+    return track, (int(size[0]), int(size[1]))
+
+
+def first_frame(video: str | os.PathLike) -> np.ndarray:
+    """The first frame of a video or image at 25 fps: uint8 [H, W, 3]."""
+    for frames in iter_frames(video, fps=FPS, chunk=1):
+        return frames[0].copy()
+    raise MediaError(f"{video}: no frames")  # unreachable: iter_frames raises first
+
+
+class FrameCache:
+    """Lossless on-disk store of a video's frames, in segments of `segment` frames.
+
+    `append` frames in order, `finish`, then `read(start, stop, step)` yields the frames
+    `range(start, stop, step)` (step +1 or -1) holding one segment in memory.
+    """
+
+    def __init__(self, directory: str | os.PathLike, height: int, width: int):
+        self.dir = pathlib.Path(directory)
+        self.height, self.width = int(height), int(width)
+        self.segment = int(max(1, min(250, SEGMENT_BYTES // (self.height * self.width * 3))))
+        self.num_frames = 0
+        self._pending: list[np.ndarray] = []
+        self._loaded: tuple[int, np.ndarray] | None = None  # (segment index, frames)
+
+    def _path(self, index: int) -> pathlib.Path:
+        return self.dir / f"segment{index:06d}.mkv"
+
+    def append(self, frame: np.ndarray) -> None:
+        """Add one uint8 [H, W, 3] frame."""
+        self._pending.append(np.asarray(frame, np.uint8))
+        if len(self._pending) == self.segment:
+            self._flush()
+
+    def finish(self) -> None:
+        """Write the last, partial segment."""
+        if self._pending:
+            self._flush()
+
+    def _flush(self) -> None:
+        index = self.num_frames // self.segment
+        cmd = [
+            ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{self.width}x{self.height}", "-r", "25", "-i", "-",
+            "-c:v", "ffv1", "-f", "matroska", str(self._path(index)),
+        ]  # fmt: skip
+        data = np.ascontiguousarray(np.stack(self._pending)).tobytes()
+        proc = subprocess.run(cmd, input=data, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+        if proc.returncode != 0:
+            raise MediaError(f"{self.dir}: cannot write the frame cache ({ffmpeg_error_summary(proc.stderr)}); "
+                             "check the free disk space beside --out")
+        self.num_frames += len(self._pending)
+        self._pending = []
+
+    def _segment(self, index: int) -> np.ndarray:
+        if self._loaded is None or self._loaded[0] != index:
+            frames = np.concatenate(list(iter_frames(self._path(index), fps=None, chunk=self.segment)))
+            self._loaded = (index, frames)
+        return self._loaded[1]
+
+    def read(self, start: int, stop: int, step: int = 1) -> Iterator[np.ndarray]:
+        """Frames of `range(start, stop, step)`, step = 1 or -1, each uint8 [H, W, 3]."""
+        if step not in (1, -1):
+            raise ValueError("step must be 1 or -1")
+        for i in range(start, stop, step):
+            if not 0 <= i < self.num_frames:
+                raise IndexError(f"frame {i} is not in the cache of {self.num_frames} frames")
+            yield self._segment(i // self.segment)[i % self.segment]
+
+
+def frames_in_output_order(video: str | os.PathLike, num_video: int, num_out: int,
+                           cache_dir: Optional[str | os.PathLike]) -> Iterator[tuple[int, np.ndarray]]:
+    """Pass 2: (source index, frame uint8 [H, W, 3]) for output frames 0..num_out-1, ping-pong order.
+
+    The first leg streams from the decoder; when num_out > num_video the frames are
+    also cached in `cache_dir` (must be given then) for the later legs.
+
+    Raises:
+      MediaError: the video decodes to a different frame count than in pass 1.
+    """
+    pingpong = num_out > num_video
+    cache: Optional[FrameCache] = None
+    produced = 0
+    for chunk in iter_frames(video, fps=FPS, chunk=16):
+        for frame in chunk:
+            if produced == num_video or produced == num_out:
+                break
+            if pingpong and num_video > 1:
+                if cache is None:
+                    assert cache_dir is not None, "ping-pong needs a cache directory"
+                    cache = FrameCache(cache_dir, *frame.shape[:2])
+                cache.append(frame)
+            yield produced, frame
+            produced += 1
+            if pingpong and num_video == 1:
+                first = frame.copy()
+        if produced in (num_video, num_out):
+            break
+    if produced < min(num_video, num_out):
+        raise MediaError(f"{video}: decoded {produced} frames, expected {num_video}; the file changed while reading")
+    if not pingpong:
+        return
+    if num_video == 1:  # a still: repeat it
+        for _ in range(num_out - produced):
+            yield 0, first
+        return
+    assert cache is not None
+    cache.finish()
+    forward = False  # the next leg after the first goes backwards
+    while produced < num_out:
+        start, stop, step = (0, num_video, 1) if forward else (num_video - 2, 0, -1)
+        for s, frame in zip(range(start, stop, step), cache.read(start, stop, step)):
+            if produced == num_out:
+                return
+            yield s, frame
+            produced += 1
+        forward = not forward

@@ -1,0 +1,243 @@
+"""Loading a Diff2Lip model for inference, and its compiled, device-sharded DDIM sampler.
+
+Checkpoints come in two kinds:
+
+* a model directory (a `diff2lip-train` workdir or a `diff2lip-convert import`
+  output): the EMA params and the model flags travel together (`checkpoint.load_model`);
+* an official PyTorch `.pt`/`.pth` or a `.safetensors` state_dict: the model flags come
+  from a config (`config.model`), by default the official model of `configs/diff2lip.py`.
+
+The diffusion flags come from `config.diffusion` when a config is given, else the
+official ones (1000 linear steps); sampling always respaces to `ddim{ddim_steps}`.
+
+The sampler is one `jax.jit` program per (model flags, diffusion, DDIM steps,
+recorded intermediates, devices), cached for the process: batch shapes are fixed by
+the caller (the last batch is padded), so a whole video compiles it exactly once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib.util
+import os
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from diff2lip_jax import checkpoint as ckpt
+from diff2lip_jax.diffusion import DIFFUSION_FLAGS, create_diffusion_from_config
+from diff2lip_jax.models import UNetConfig, build_unet
+
+STATE_DICT_SUFFIXES = (".pt", ".pth", ".safetensors")
+FACE_HIDE_PERCENTAGE = 0.5  # official: the lower half of the crop is generated
+
+# Traces of the sampler body, for tests and stats: a retrace means a recompilation.
+_TRACES = {"count": 0}
+
+
+def sampler_traces() -> int:
+    """How many times any generation sampler has been traced (compiled) in this process."""
+    return _TRACES["count"]
+
+
+def load_config(config: Any) -> ml_collections.ConfigDict | None:
+    """A config from None, a ConfigDict / dict, or a "FILE.py[:ARG]" string (its `get_config(ARG)`)."""
+    if config is None or isinstance(config, ml_collections.ConfigDict):
+        return config
+    if isinstance(config, Mapping):
+        return ml_collections.ConfigDict(dict(config))
+    text = os.fspath(config)
+    path, _, arg = text.partition(":")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config {path}: no such file; pass FILE.py[:VARIANT], e.g. configs/diff2lip.py:tiny")
+    spec = importlib.util.spec_from_file_location(f"_diff2lip_generate_config_{abs(hash(path))}", path)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"config {path}: not a Python config file")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ValueError(f"config {path}: defines no get_config()")
+    return module.get_config(arg or None) if arg else module.get_config()
+
+
+def _official_config() -> ml_collections.ConfigDict:
+    from configs.diff2lip import get_config
+
+    return get_config("official")
+
+
+def diffusion_flags(config: ml_collections.ConfigDict | None, cfg: UNetConfig) -> tuple[tuple[str, Any], ...]:
+    """The diffusion flags (hashable) for sampling: the config's, else the official; learn_sigma from the model."""
+    source = config if config is not None and "diffusion" in config else _official_config()
+    flags = {k: source.diffusion[k] for k in DIFFUSION_FLAGS if k in source.diffusion}
+    flags["learn_sigma"] = cfg.learn_sigma  # one flag for model and diffusion, as in the official code
+    flags.pop("timestep_respacing", None)  # sampling sets ddim{steps}
+    return tuple(sorted(flags.items()))
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedModel:
+    """Host params (nested dict of float32 numpy), the model flags, diffusion flags, and a description."""
+
+    params: dict
+    cfg: UNetConfig
+    diffusion: tuple[tuple[str, Any], ...]
+    description: str
+    step: int | None
+
+
+def load_checkpoint(path: str | os.PathLike, config: Any = None, step: int | None = None) -> LoadedModel:
+    """Loads a model directory (EMA params) or an official `.pt`/`.safetensors` state_dict.
+
+    Raises one-line user errors: FileNotFoundError (missing path), ValueError
+    (not a checkpoint, unreadable, or flags that do not fit the tensors).
+    """
+    path = os.fspath(path)
+    config = load_config(config)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"--checkpoint {path}: no such file or directory")
+    if os.path.isdir(path):
+        try:
+            params, cfg, found_step = ckpt.load_model(path, step)
+        except ckpt.CheckpointError:
+            raise
+        except Exception as e:  # orbax raises many types for damaged folders
+            raise ValueError(f"--checkpoint {path}: unreadable checkpoint ({_first_line(e)})") from None
+        return LoadedModel(params, cfg, diffusion_flags(config, cfg), f"{path} step {found_step}", found_step)
+    if not path.endswith(STATE_DICT_SUFFIXES):
+        raise ValueError(f"--checkpoint {path}: not a checkpoint; pass a model directory or a "
+                         f"{'/'.join(STATE_DICT_SUFFIXES)} state_dict")
+    if step is not None:
+        raise ValueError("--step selects a step of a model directory; a state_dict file has one set of weights")
+    from diff2lip_jax.convert import load_state_dict_file, torch_to_flax
+
+    model_flags = (config.model if config is not None and "model" in config else
+                   config if config is not None else _official_config().model)
+    cfg = UNetConfig.from_flags(model_flags)
+    try:
+        state_dict = load_state_dict_file(path)
+    except (ValueError, FileNotFoundError, ImportError):
+        raise
+    except Exception as e:  # a damaged safetensors / zip file
+        raise ValueError(f"--checkpoint {path}: unreadable state_dict ({_first_line(e)})") from None
+    params = torch_to_flax(state_dict, cfg)
+    return LoadedModel(params, cfg, diffusion_flags(config, cfg), path, None)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+def batch_mesh(devices: tuple[jax.Device, ...] | None = None) -> Mesh:
+    """A 1-D mesh, axis "batch", over the given (default: all local) devices."""
+    devices = tuple(devices or jax.local_devices())
+    return Mesh(np.asarray(devices), ("batch",), axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def to_uint8(x: jax.Array) -> jax.Array:
+    """[-1, 1] float -> uint8 by truncation, as the official `(normalise(x) * 255).astype(uint8)`."""
+    return (jnp.clip((x + 1.0) * 0.5, 0.0, 1.0) * 255.0).astype(jnp.uint8)
+
+
+class Sampler:
+    """The compiled generation step for one batch shape family.
+
+    `__call__(params, noise, crops, refs, mels)` with
+      params   replicated device params (see `put_params`),
+      noise    float32 [S, S, 3]: the one start-noise image every frame shares,
+      crops    uint8 [B, S, S, 3] input face crops (B a multiple of the device count),
+      refs     uint8 [B, S, S, 3] reference crops,
+      mels     float32 [B, 80, 16] mel windows,
+    returns uint8 [B, S, S, 3]: the DDIM sample's lower half over the input's upper half
+(official composite `sample * mask + (1 - mask) * input`, the upper half byte-exact);
+    with `num_intermediates=K > 0` also (x_t, x0_pred) uint8 [K, B, S, S, 3] at K evenly
+    spaced steps (noisiest first), each composited with the known upper half.
+    Results are asynchronous jax arrays (dispatch returns before the device finishes).
+    """
+
+    def __init__(self, cfg: UNetConfig, diffusion: tuple[tuple[str, Any], ...], ddim_steps: int,
+                 num_intermediates: int, mesh: Mesh):
+        self.cfg, self.mesh = cfg, mesh
+        self.num_devices = mesh.devices.size
+        self.diffusion = create_diffusion_from_config(dict(diffusion), timestep_respacing=f"ddim{ddim_steps}")
+        self.num_intermediates = int(num_intermediates)
+        model = build_unet(cfg)
+        diff = self.diffusion
+        k = self.num_intermediates
+
+        def model_fn(x, t, params, **kwargs):
+            return model.apply({"params": params}, x, t, **kwargs)
+
+        def run(params, noise, crops, refs, mels):
+            _TRACES["count"] += 1  # runs only while tracing
+            img = crops.astype(jnp.float32) / 255.0 * 2.0 - 1.0  # official normalise2(x / 255)
+            ref = jnp.tile(refs.astype(jnp.float32) / 255.0 * 2.0 - 1.0, (1, 1, 1, cfg.nrefer))
+            b, s = img.shape[0], img.shape[1]
+            rows = jnp.arange(s) >= int(s * (1.0 - FACE_HIDE_PERCENTAGE))
+            mask = jnp.broadcast_to(rows[None, :, None, None], (b, s, s, 1)).astype(jnp.float32)
+            # One noise image for every frame (official --sampling_seed): the start x_T and
+            # the fill of cond_img's hidden lower half.
+            x_t = jnp.broadcast_to(noise[None], img.shape)
+            kwargs = dict(params=params, cond_img=img * (1.0 - mask) + mask * x_t, mask=mask, ref_img=ref,
+                          indiv_mels=mels)
+            out = diff.ddim_sample_loop(model_fn, x_t, model_kwargs=kwargs, clip_denoised=True,
+                                        return_intermediates=k)
+            # sample * mask + (1 - mask) * input, the known half kept as the exact input bytes
+            # (a float round trip could truncate a value to one grey level less).
+            known = lambda x: jnp.where(mask > 0, to_uint8(x), crops)  # noqa: E731
+            if k:
+                sample, xs, x0s = out
+                return known(sample), known(xs), known(x0s)
+            return known(out)
+
+        rep, batch = NamedSharding(mesh, P()), NamedSharding(mesh, P("batch"))
+        out_sh = (batch, NamedSharding(mesh, P(None, "batch")), NamedSharding(mesh, P(None, "batch"))) if k else batch
+        self._fn = jax.jit(run, in_shardings=(rep, rep, batch, batch, batch), out_shardings=out_sh)
+        self.replicated = rep
+
+    def put_params(self, params: dict) -> Any:
+        """Host params -> device params replicated over the mesh (once per video)."""
+        return jax.device_put(params, self.replicated)
+
+    def padded_batch(self, batch_size: int) -> int:
+        """`batch_size` rounded up to a multiple of the device count."""
+        return -(-max(1, int(batch_size)) // self.num_devices) * self.num_devices
+
+    def __call__(self, params, noise, crops, refs, mels):
+        if crops.shape[0] % self.num_devices:
+            raise ValueError(f"batch {crops.shape[0]} is not a multiple of {self.num_devices} devices")
+        return self._fn(params, noise, crops, refs, mels)
+
+    def cache_size(self) -> int:
+        """Compiled variants of this sampler (1 when every batch had the same shape)."""
+        return self._fn._cache_size()
+
+
+def get_sampler(cfg: UNetConfig, diffusion: tuple[tuple[str, Any], ...], ddim_steps: int,
+                num_intermediates: int = 0, devices: tuple[jax.Device, ...] | None = None) -> Sampler:
+    """The process-wide `Sampler` for these flags (compiled programs are reused across videos)."""
+    return _cached_sampler(cfg, tuple(diffusion), int(ddim_steps), int(num_intermediates),
+                           tuple(devices or jax.local_devices()))
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_sampler(cfg: UNetConfig, diffusion: tuple[tuple[str, Any], ...], ddim_steps: int,
+                    num_intermediates: int, devices: tuple[jax.Device, ...]) -> Sampler:
+    return Sampler(cfg, diffusion, ddim_steps, num_intermediates, batch_mesh(devices))
+
+
+def start_noise_image(seed: int, size: int) -> np.ndarray:
+    """The shared start noise, float32 [size, size, 3] ~ N(0, 1) from `seed`.
+
+    The official code draws it with torch.manual_seed(seed); jax's generator gives
+    different numbers for the same seed, so outputs match in law, not bit for bit.
+    """
+    from diff2lip_jax.diffusion import start_noise
+
+    return np.asarray(start_noise(jax.random.key(int(seed)), (1, size, size, 3), shared=True)[0])

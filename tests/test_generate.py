@@ -1,0 +1,317 @@
+"""diff2lip-generate end to end: a tiny random model, synthetic 30 fps clips, short DDIM.
+
+One tiny checkpoint and one synthetic clip per module; every run uses the same
+batch size and DDIM steps, so the sampler compiles once for the whole module
+(plus once for the Fig. 3 variant that records intermediates).
+"""
+
+import json
+import math
+import os
+import pathlib
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+from flax.traverse_util import flatten_dict, unflatten_dict
+
+from diff2lip_jax.audio import SAMPLE_RATE, load_audio, save_wav
+from diff2lip_jax.generate import generate, pingpong_source
+from diff2lip_jax.generate import frames as frames_lib
+from diff2lip_jax.generate import model as model_lib
+from diff2lip_jax.video import MediaError, VideoWriter, probe, read_frames
+
+DDIM = 2
+BATCH = 8  # one frame per fake device (conftest: 8 CPU devices)
+SIZE = 64  # the tiny model's crops: a 64x64 face box makes crop/paste resizes the identity
+ENCODING_TOL = 6.0  # grey levels: H.264 (crf 18) of the output plus that of the input
+
+
+def tiny_config():
+    from configs.diff2lip import get_config
+
+    cfg = get_config("tiny")
+    cfg.model.attention_resolutions = "8"  # one attention level: faster to compile
+    return cfg
+
+
+def random_params(model_flags, seed=0):
+    """Non-zero random params of the model's shapes (no jitted init: compiling it costs a minute)."""
+    from diff2lip_jax.models import abstract_params
+
+    rng = np.random.default_rng(seed)
+    out = {}
+    for path, leaf in flatten_dict(abstract_params(model_flags)).items():
+        if path[-1] == "kernel":
+            value = rng.standard_normal(leaf.shape) / math.sqrt(np.prod(leaf.shape[:-1]))
+        elif path[-1] == "scale":
+            value = 1.0 + 0.05 * rng.standard_normal(leaf.shape)
+        else:
+            value = 0.05 * rng.standard_normal(leaf.shape)
+        out[path] = value.astype(np.float32)
+    return unflatten_dict(out)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    from diff2lip_jax import checkpoint
+
+    path = tmp_path_factory.mktemp("gen_model") / "model"
+    cfg = tiny_config()
+    checkpoint.save_model(str(path), random_params(cfg.model), cfg.model)
+    return path
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """A 1.2 s synthetic clip at 30 fps, its 25 fps frames, and a 64x64 box (y1, y2, x1, x2) whose
+    lower half holds the mouth in every frame."""
+    from data_pipelines.synthetic import generate_dataset
+
+    root = tmp_path_factory.mktemp("gen_clip")
+    manifest = generate_dataset(root, num_clips=1, seed=0, fps=30.0, size=(160, 128), seconds=1.2)
+    entry = manifest["clips"][0]
+    meta = json.loads((root / entry["meta"]).read_text())
+    mouths = np.asarray(meta["mouth_boxes"])  # [F, 4] x1, y1, x2, y2
+    cx, cy = mouths[:, [0, 2]].mean(), mouths[:, [1, 3]].mean()
+    y2 = int(cy + 18)
+    x1 = int(cx - SIZE // 2)
+    box = (y2 - SIZE, y2, x1, x1 + SIZE)
+    assert mouths[:, 1].min() >= box[0] + SIZE // 2 and mouths[:, 3].max() <= box[1]  # mouth in the lower half
+    return dict(video=root / entry["video"], audio=root / entry["audio"], box=box,
+                frames=read_frames(root / entry["video"]).astype(np.float32))
+
+
+def run(clip, out, checkpoint, video=None, audio=None, **kw):
+    """`generate` with the module's defaults: the clip, its box, short DDIM, batches of 8."""
+    args = dict(checkpoint=checkpoint, ddim_steps=DDIM, face_detector="box", box=clip["box"], batch_size=BATCH,
+                progress=False)
+    args.update(kw)
+    return generate(video or clip["video"], audio or clip["audio"], out, **args)
+
+
+def regions(a, b, box):
+    """Mean abs difference of frames a, b [N, H, W, 3]: outside the box, its upper half, its lower half."""
+    y1, y2, x1, x2 = box
+    d = np.abs(np.asarray(a, np.float32) - np.asarray(b, np.float32))
+    outside = np.ones(d.shape[1:3], bool)
+    outside[y1:y2, x1:x2] = False
+    mid = (y1 + y2) // 2
+    return d[:, outside].mean(), d[:, y1:mid, x1:x2].mean(), d[:, mid:y2, x1:x2].mean()
+
+
+def leftovers(directory, keep=()):
+    return sorted(p.name for p in pathlib.Path(directory).iterdir() if p.name not in keep)
+
+
+@pytest.fixture(scope="module")
+def cross_run(clip, model_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("gen_cross") / "out.mp4"
+    stats = run(clip, out, model_dir)
+    return out, stats
+
+
+def test_cross_mode_duration_audio_and_regions(clip, cross_run):
+    out, stats = cross_run
+    info = probe(out)
+    audio_seconds = len(load_audio(clip["audio"])) / SAMPLE_RATE
+    assert info.fps == 25 and info.has_audio and info.has_video
+    produced = read_frames(out)
+    assert len(produced) == stats["num_frames"] == round(audio_seconds * 25)
+    assert abs(len(produced) / 25 - audio_seconds) <= 1 / 25 and abs(info.duration - audio_seconds) <= 1 / 25
+    assert stats["faces"] == len(produced) and stats["passthrough"] == 0
+    outside, upper, lower = regions(produced, clip["frames"][: len(produced)], clip["box"])
+    assert outside < ENCODING_TOL and upper < ENCODING_TOL, (outside, upper)
+    assert lower > 4 * ENCODING_TOL, lower  # the generated half really changed
+    assert leftovers(out.parent) == ["out.mp4"]
+
+
+def test_sampler_compiles_once_with_padded_last_batch(cross_run, model_dir):
+    _, stats = cross_run
+    assert stats["batches"] >= 2 and stats["padded_slots"] > 0  # 30 frames in batches of 8
+    assert stats["sampler_traces"] <= 1  # 0 when an earlier test compiled it already
+    loaded = model_lib.load_checkpoint(model_dir)
+    sampler = model_lib.get_sampler(loaded.cfg, loaded.diffusion, DDIM)
+    assert sampler.cache_size() == 1
+    assert stats["devices"] == sampler.num_devices and stats["batch_size"] % sampler.num_devices == 0
+
+
+def test_pingpong_when_audio_outlasts_video(clip, model_dir, tmp_path):
+    wav = load_audio(clip["audio"])
+    long_audio = tmp_path / "long.wav"
+    save_wav(long_audio, np.tile(wav, 3)[: int(len(wav) * 2.6)])
+    out = tmp_path / "outdir" / "long.mp4"
+    out.parent.mkdir()
+    stats = run(clip, out, model_dir, audio=long_audio, paste="lower")
+    produced = read_frames(out).astype(np.float32)
+    n = len(clip["frames"])
+    assert stats["pingpong"] and stats["video_frames"] == n
+    assert len(produced) == stats["num_frames"] == round(len(load_audio(long_audio)) / SAMPLE_RATE * 25) > 2 * n
+    sources = pingpong_source(np.arange(len(produced)), n)
+    assert list(sources[n - 2: n + 2]) == [n - 2, n - 1, n - 2, n - 3]
+    outside, upper, _ = regions(produced, clip["frames"][sources], clip["box"])
+    assert outside < ENCODING_TOL and upper < ENCODING_TOL, (outside, upper)
+    back = np.arange(n, 2 * n - 2)  # the backward leg mirrors the forward one
+    naive, _, _ = regions(produced[back], clip["frames"][back % n], clip["box"])
+    mirrored, _, _ = regions(produced[back], clip["frames"][sources[back]], clip["box"])
+    assert mirrored < naive / 2, (mirrored, naive)
+    assert leftovers(out.parent) == ["long.mp4"]  # the frame cache is gone
+
+
+def test_frame_cache_is_lossless_forward_and_backward(tmp_path, monkeypatch):
+    monkeypatch.setattr(frames_lib, "SEGMENT_BYTES", 3 * 24 * 16 * 3)  # 3 frames per segment
+    frames = np.random.default_rng(0).integers(0, 256, (8, 24, 16, 3), dtype=np.uint8)
+    cache = frames_lib.FrameCache(tmp_path, 24, 16)
+    for f in frames:
+        cache.append(f)
+    cache.finish()
+    assert cache.segment == 3 and len(list(tmp_path.iterdir())) == 3
+    np.testing.assert_array_equal(np.stack(list(cache.read(0, 8))), frames)
+    np.testing.assert_array_equal(np.stack(list(cache.read(6, 0, -1))), frames[6:0:-1])
+
+
+def test_pingpong_source():
+    assert list(pingpong_source(np.arange(9), 3)) == [0, 1, 2, 1, 0, 1, 2, 1, 0]
+    assert list(pingpong_source(np.arange(5), 2)) == [0, 1, 0, 1, 0]
+    assert list(pingpong_source(np.arange(3), 1)) == [0, 0, 0]
+
+
+class DarkIsFaceless:
+    """A detector that finds the clip's face box except in dark frames."""
+
+    fixed = False
+
+    def __init__(self, box):
+        y1, y2, x1, x2 = box
+        self.box = np.array([x1, y1, x2, y2], np.int64)
+
+    def __call__(self, frames):
+        found = frames.reshape(len(frames), -1).mean(axis=1) > 10
+        return np.tile(self.box, (len(frames), 1)), found
+
+
+def test_faceless_frames_pass_through(clip, model_dir, tmp_path):
+    frames = clip["frames"].astype(np.uint8).copy()
+    frames[8:22] = 0  # 14 blank frames: 8..12 and 17..21 borrow a neighbour's box (<= 5 frames away)
+    video = tmp_path / "blank.mp4"
+    with VideoWriter(video, fps=25, audio_path=clip["audio"]) as w:
+        w.write(frames)
+    out = tmp_path / "out.mp4"
+    stats = run(clip, out, model_dir, video=video, face_detector=DarkIsFaceless(clip["box"]), box=None)
+    produced = read_frames(out).astype(np.float32)
+    assert stats["passthrough"] == 4 and stats["faces"] == len(produced) - 4
+    assert np.abs(produced[13:17]).mean() < 3  # passed through: still blank
+    _, _, lower = regions(produced[:8], frames[:8], clip["box"])
+    assert lower > 4 * ENCODING_TOL
+
+
+def test_reconstruction_mode_and_fig3_strip(clip, model_dir, tmp_path):
+    out, strip = tmp_path / "recon.mp4", tmp_path / "fig3.png"
+    stats = run(clip, out, model_dir, mode="reconstruction", fig3_strip=strip, fig3_steps=2)
+    produced = read_frames(out).astype(np.float32)
+    assert len(produced) == stats["num_frames"] and stats["video_frames"] == 1
+    first = np.repeat(clip["frames"][:1], len(produced), axis=0)
+    outside, upper, _ = regions(produced, first, clip["box"])  # every frame is the first frame
+    assert outside < ENCODING_TOL and upper < ENCODING_TOL
+    image = cv2.imread(str(strip))
+    assert image.shape == (2 * 128 + 2, 2 * 128 + 2, 3)  # x_t / x0_pred rows, 2 steps, 64 px tiles x2
+    fig3 = stats["fig3"]
+    assert fig3["x_t"].shape == (2, SIZE, SIZE, 3) and fig3["timesteps"][0] > fig3["timesteps"][-1]
+
+
+def test_static_image(clip, model_dir, tmp_path):
+    still = tmp_path / "face.png"
+    cv2.imwrite(str(still), clip["frames"][5].astype(np.uint8)[..., ::-1])
+    out = tmp_path / "still.mp4"
+    stats = run(clip, out, model_dir, video=still, static=True)
+    produced = read_frames(out).astype(np.float32)
+    assert len(produced) == stats["num_frames"] > 1 and stats["faces"] == len(produced)
+    outside, upper, lower = regions(produced, np.repeat(clip["frames"][5:6], len(produced), 0), clip["box"])
+    assert outside < ENCODING_TOL and upper < ENCODING_TOL and lower > 4 * ENCODING_TOL
+
+
+def test_exported_pt_drives_generate(clip, model_dir, cross_run, tmp_path):
+    pytest.importorskip("torch")
+    from diff2lip_jax import checkpoint
+    from diff2lip_jax.convert import flax_to_torch, save_state_dict_file
+
+    params, cfg, _ = checkpoint.load_model(str(model_dir))
+    pt = tmp_path / "tiny.pt"
+    save_state_dict_file(flax_to_torch(params, cfg), str(pt))
+    out = tmp_path / "from_pt.mp4"
+    stats = run(clip, out, pt, config=tiny_config())
+    assert stats["sampler_traces"] == 0  # the same flags reuse the compiled sampler
+    reference, _ = cross_run
+    np.testing.assert_allclose(read_frames(out).astype(np.float32), read_frames(reference).astype(np.float32),
+                               atol=2)
+
+
+# -- bad inputs: one-line errors, nothing left behind -------------------------------------
+
+
+def test_bad_inputs_raise_and_leave_nothing(clip, model_dir, tmp_path):
+    outdir = tmp_path / "outs"
+    outdir.mkdir()
+    out = outdir / "out.mp4"
+    not_video = tmp_path / "notes.mp4"
+    not_video.write_text("not a video")
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(pathlib.Path(clip["video"]).read_bytes()[:3000])  # header, no frame data
+    silent = tmp_path / "silent.mp4"
+    with VideoWriter(silent, fps=25) as w:
+        w.write(clip["frames"][:5].astype(np.uint8))
+    empty_dir = tmp_path / "empty_model"
+    empty_dir.mkdir()
+    junk_pt = tmp_path / "junk.pt"
+    junk_pt.write_bytes(b"not a torch file")
+    cases = [
+        (dict(video=tmp_path / "missing.mp4"), MediaError, "no such file"),
+        (dict(video=not_video), MediaError, "not a readable media file"),
+        (dict(video=truncated), MediaError, "decoded to no frames"),
+        (dict(audio=silent), MediaError, "no audio stream"),
+        (dict(checkpoint=empty_dir), ValueError, "holds no checkpoint"),
+        (dict(checkpoint=junk_pt), ValueError, "not a readable PyTorch"),
+        (dict(checkpoint=not_video), ValueError, "not a checkpoint"),
+        (dict(checkpoint=tmp_path / "nowhere"), FileNotFoundError, "no such file"),
+        (dict(mode="dubbing"), ValueError, "cross or reconstruction"),
+    ]
+    for overrides, error, message in cases:
+        kw = dict(overrides)
+        with pytest.raises(error, match=message):
+            run(clip, out, kw.pop("checkpoint", model_dir), **kw)
+        assert leftovers(outdir) == [], overrides
+    out.write_bytes(b"user data")
+    with pytest.raises(FileExistsError, match="exists"):
+        run(clip, out, model_dir)
+    assert out.read_bytes() == b"user data"
+
+
+def cli(*args):
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    return subprocess.run([sys.executable, "-m", "diff2lip_jax.generate", *map(str, args)], capture_output=True,
+                          text=True, timeout=300, env=env)
+
+
+def one_line_error(result):
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert lines[0].startswith("diff2lip-generate: error: ")
+    return lines[0]
+
+
+def test_cli_bad_inputs_exit_2_with_one_line(clip, model_dir, tmp_path):
+    silent = tmp_path / "silent.mp4"
+    with VideoWriter(silent, fps=25) as w:
+        w.write(clip["frames"][:5].astype(np.uint8))
+    outdir = tmp_path / "outs"
+    outdir.mkdir()
+    common = ["--checkpoint", model_dir, "--out", outdir / "o.mp4", "--face_detector", "box",
+              "--box", ",".join(map(str, clip["box"])), "--ddim_steps", DDIM, "--noprogress"]
+    line = one_line_error(cli("--video", tmp_path / "missing.mp4", "--audio", clip["audio"], *common))
+    assert "no such file" in line
+    line = one_line_error(cli("--video", clip["video"], "--audio", silent, *common))
+    assert "no audio stream" in line
+    assert leftovers(outdir) == []
