@@ -160,6 +160,42 @@ def test_pingpong_when_audio_outlasts_video(clip, model_dir, tmp_path):
     assert leftovers(out.parent) == ["long.mp4"]  # the frame cache is gone
 
 
+def ffmpeg_children():
+    """ffmpeg processes started by this test process that are still running."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        comm, rest = stat[stat.index("(") + 1: stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+        if rest[0] != "Z" and int(rest[1]) == os.getpid() and "ffmpeg" in comm:
+            found.append(int(pid))
+    return found
+
+
+def test_failure_mid_video_leaves_no_files_or_processes(clip, model_dir, tmp_path, monkeypatch):
+    from diff2lip_jax.generate import pipeline
+
+    wav = load_audio(clip["audio"])
+    long_audio = tmp_path / "long.wav"
+    save_wav(long_audio, np.tile(wav, 2))
+    outdir = tmp_path / "outs"
+    outdir.mkdir()
+    original = pipeline._LipSync.add
+
+    def failing_add(self, frame, *args):
+        if self.stats["faces"] + self.stats["passthrough"] == 20:  # frame cache and encoder both running
+            assert any(outdir.iterdir())
+            raise RuntimeError("simulated crash")
+        return original(self, frame, *args)
+
+    monkeypatch.setattr(pipeline._LipSync, "add", failing_add)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(clip, outdir / "out.mp4", model_dir, audio=long_audio)
+    assert leftovers(outdir) == [] and ffmpeg_children() == []
+
+
 def test_frame_cache_is_lossless_forward_and_backward(tmp_path, monkeypatch):
     monkeypatch.setattr(frames_lib, "SEGMENT_BYTES", 3 * 24 * 16 * 3)  # 3 frames per segment
     frames = np.random.default_rng(0).integers(0, 256, (8, 24, 16, 3), dtype=np.uint8)

@@ -9,11 +9,11 @@ Memory stays bounded whatever the video length:
   in output order. When the audio outlasts the video, the output plays the video
   back and forth (ping-pong: 0..N-1, N-2..1, 0..N-1, ...). Going backwards needs
   random access, which a decoder pipe does not give, so during the first (forward)
-  leg every frame is also written to an on-disk cache of short lossless segments
-  (FFV1 in Matroska, a few dozen frames each: exact pixels, about half to a third
-  of the raw size). Later legs read the cache one segment at a time, reversing it in
-  memory for backward legs. Host memory is one segment; disk is the compressed
-  video at 25 fps, and only when ping-pong is needed.
+  leg every frame is also written to an on-disk cache of lossless segments (FFV1 in
+  Matroska, up to `SEGMENT_BYTES` of raw frames each: exact pixels, compressed),
+  in a hidden folder beside the output. Later legs read the cache one segment at a
+  time, reversing it in memory for backward legs. Host memory is one segment; disk
+  is the losslessly compressed video at 25 fps, and only when ping-pong is needed.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import pathlib
 import subprocess
+import tempfile
 from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
@@ -29,7 +30,7 @@ from diff2lip_jax.face import FaceDetector, FaceTrack, apply_pads, fill_gaps, sm
 from diff2lip_jax.video import MediaError, ffmpeg_error_summary, ffmpeg_exe, iter_frames
 
 FPS = 25.0
-SEGMENT_BYTES = 128 << 20  # raw frame bytes per cache segment (host memory when reading it back)
+SEGMENT_BYTES = 64 << 20  # raw frame bytes per cache segment (host memory when reading it back)
 MAX_GAP = 5  # frames a missed detection may borrow a neighbour's box from (face.detect_faces)
 
 
@@ -66,17 +67,18 @@ def scan_faces(video: str | os.PathLike, detector: FaceDetector, pads: Sequence[
     Returns (FaceTrack over the N frames read, (height, width)). Holds one chunk of
     frames at a time. `progress(n)` is called after each chunk with its frame count.
     """
-    boxes, found, size = [], [], (0, 0)
+    boxes, found, size, count = [], [], (0, 0), 0
     for frames in iter_frames(video, fps=FPS, chunk=chunk):
         if max_frames is not None:
-            frames = frames[: max_frames - sum(len(f) for f in found)]
+            frames = frames[: max_frames - count]
         size = frames.shape[1:3]
         b, f = detector(frames)
         boxes.append(np.asarray(b, np.int64).reshape(-1, 4))
         found.append(np.asarray(f, bool))
+        count += len(frames)
         if progress is not None:
             progress(len(frames))
-        if max_frames is not None and sum(len(f) for f in found) >= max_frames:
+        if max_frames is not None and count >= max_frames:
             break  # closing the generator stops ffmpeg
     track = track_from_detections(np.concatenate(boxes), np.concatenate(found), getattr(detector, "fixed", False),
                                   pads, smooth, *size)
@@ -93,8 +95,9 @@ def first_frame(video: str | os.PathLike) -> np.ndarray:
 class FrameCache:
     """Lossless on-disk store of a video's frames, in segments of `segment` frames.
 
-    `append` frames in order, `finish`, then `read(start, stop, step)` yields the frames
-    `range(start, stop, step)` (step +1 or -1) holding one segment in memory.
+    `append` frames in order (each goes straight to an ffmpeg FFV1 encoder: nothing is
+    buffered), `finish`, then `read(start, stop, step)` yields the frames
+    `range(start, stop, step)` (step +1 or -1) holding one decoded segment in memory.
     """
 
     def __init__(self, directory: str | os.PathLike, height: int, width: int):
@@ -102,52 +105,87 @@ class FrameCache:
         self.height, self.width = int(height), int(width)
         self.segment = int(max(1, min(250, SEGMENT_BYTES // (self.height * self.width * 3))))
         self.num_frames = 0
-        self._pending: list[np.ndarray] = []
-        self._loaded: tuple[int, np.ndarray] | None = None  # (segment index, frames)
+        self._proc: Optional[subprocess.Popen] = None
+        self._errf: Optional[tempfile._TemporaryFileWrapper] = None
+        self._loaded: tuple[int, np.ndarray] | None = None  # (segment index, its frames)
 
     def _path(self, index: int) -> pathlib.Path:
         return self.dir / f"segment{index:06d}.mkv"
 
     def append(self, frame: np.ndarray) -> None:
         """Add one uint8 [H, W, 3] frame."""
-        self._pending.append(np.asarray(frame, np.uint8))
-        if len(self._pending) == self.segment:
-            self._flush()
+        frame = np.ascontiguousarray(frame, np.uint8)
+        if frame.shape != (self.height, self.width, 3):
+            raise ValueError(f"frame {frame.shape} does not match the cache's {(self.height, self.width, 3)}")
+        if self._proc is None:
+            self._errf = tempfile.TemporaryFile()
+            cmd = [
+                ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+                "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{self.width}x{self.height}", "-r", "25", "-i", "-",
+                "-c:v", "ffv1", "-f", "matroska", str(self._path(self.num_frames // self.segment)),
+            ]  # fmt: skip
+            self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._errf)
+        assert self._proc.stdin is not None
+        try:
+            self._proc.stdin.write(memoryview(frame).cast("B"))
+        except BrokenPipeError:  # ffmpeg died: _close_segment reports why
+            self._close_segment()
+        self.num_frames += 1
+        if self.num_frames % self.segment == 0:
+            self._close_segment()
 
     def finish(self) -> None:
-        """Write the last, partial segment."""
-        if self._pending:
-            self._flush()
+        """Complete the last, partial segment."""
+        if self._proc is not None:
+            self._close_segment()
 
-    def _flush(self) -> None:
-        index = self.num_frames // self.segment
-        cmd = [
-            ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{self.width}x{self.height}", "-r", "25", "-i", "-",
-            "-c:v", "ffv1", "-f", "matroska", str(self._path(index)),
-        ]  # fmt: skip
-        data = np.ascontiguousarray(np.stack(self._pending)).tobytes()
-        proc = subprocess.run(cmd, input=data, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
-        if proc.returncode != 0:
-            raise MediaError(f"{self.dir}: cannot write the frame cache ({ffmpeg_error_summary(proc.stderr)}); "
+    def _close_segment(self) -> None:
+        proc, errf, self._proc, self._errf = self._proc, self._errf, None, None
+        assert proc is not None and proc.stdin is not None and errf is not None
+        try:
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        rc = proc.wait()
+        errf.seek(0)
+        message = ffmpeg_error_summary(errf.read())
+        errf.close()
+        if rc != 0:
+            raise MediaError(f"{self.dir}: cannot write the frame cache ({message}); "
                              "check the free disk space beside --out")
-        self.num_frames += len(self._pending)
-        self._pending = []
 
     def _segment(self, index: int) -> np.ndarray:
         if self._loaded is None or self._loaded[0] != index:
-            frames = np.concatenate(list(iter_frames(self._path(index), fps=None, chunk=self.segment)))
-            self._loaded = (index, frames)
+            self._loaded = None  # free the previous segment before decoding the next
+            parts = list(iter_frames(self._path(index), fps=None, chunk=self.segment))
+            self._loaded = (index, parts[0] if len(parts) == 1 else np.concatenate(parts))
         return self._loaded[1]
 
     def read(self, start: int, stop: int, step: int = 1) -> Iterator[np.ndarray]:
         """Frames of `range(start, stop, step)`, step = 1 or -1, each uint8 [H, W, 3]."""
         if step not in (1, -1):
             raise ValueError("step must be 1 or -1")
+        if self._proc is not None:
+            raise RuntimeError("call finish() before reading")
         for i in range(start, stop, step):
             if not 0 <= i < self.num_frames:
                 raise IndexError(f"frame {i} is not in the cache of {self.num_frames} frames")
             yield self._segment(i // self.segment)[i % self.segment]
+
+    def abort(self) -> None:
+        """Stop a running segment encoder (the caller deletes the directory)."""
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+            if self._proc.stdin is not None:
+                try:
+                    self._proc.stdin.close()
+                except BrokenPipeError:
+                    pass
+            self._proc = None
+        if self._errf is not None:
+            self._errf.close()
+            self._errf = None
 
 
 def frames_in_output_order(video: str | os.PathLike, num_video: int, num_out: int,
@@ -163,37 +201,38 @@ def frames_in_output_order(video: str | os.PathLike, num_video: int, num_out: in
     pingpong = num_out > num_video
     cache: Optional[FrameCache] = None
     produced = 0
-    for chunk in iter_frames(video, fps=FPS, chunk=16):
-        for frame in chunk:
-            if produced == num_video or produced == num_out:
-                break
-            if pingpong and num_video > 1:
-                if cache is None:
-                    assert cache_dir is not None, "ping-pong needs a cache directory"
-                    cache = FrameCache(cache_dir, *frame.shape[:2])
-                cache.append(frame)
-            yield produced, frame
-            produced += 1
-            if pingpong and num_video == 1:
-                first = frame.copy()
-        if produced in (num_video, num_out):
-            break
-    if produced < min(num_video, num_out):
-        raise MediaError(f"{video}: decoded {produced} frames, expected {num_video}; the file changed while reading")
-    if not pingpong:
-        return
-    if num_video == 1:  # a still: repeat it
-        for _ in range(num_out - produced):
-            yield 0, first
-        return
-    assert cache is not None
-    cache.finish()
-    forward = False  # the next leg after the first goes backwards
-    while produced < num_out:
-        start, stop, step = (0, num_video, 1) if forward else (num_video - 2, 0, -1)
-        for s, frame in zip(range(start, stop, step), cache.read(start, stop, step)):
-            if produced == num_out:
-                return
-            yield s, frame
-            produced += 1
-        forward = not forward
+    try:
+        for chunk in iter_frames(video, fps=FPS, chunk=16):
+            for frame in chunk[: min(num_video, num_out) - produced]:
+                if pingpong and num_video > 1:
+                    if cache is None:
+                        assert cache_dir is not None, "ping-pong needs a cache directory"
+                        cache = FrameCache(cache_dir, *frame.shape[:2])
+                    cache.append(frame)
+                yield produced, frame
+                produced += 1
+            if produced == min(num_video, num_out):
+                break  # closing the decoder stops ffmpeg
+        if produced < min(num_video, num_out):
+            raise MediaError(f"{video}: decoded {produced} frames, expected {num_video}; "
+                             "the file changed while reading")
+        if not pingpong:
+            return
+        if num_video == 1:  # a single frame: repeat it
+            for _ in range(num_out - produced):
+                yield 0, frame
+            return
+        assert cache is not None
+        cache.finish()
+        forward = False  # the leg after the first goes backwards
+        while produced < num_out:
+            start, stop, step = (0, num_video, 1) if forward else (num_video - 2, 0, -1)
+            for s, cached in zip(range(start, stop, step), cache.read(start, stop, step)):
+                if produced == num_out:
+                    return
+                yield s, cached
+                produced += 1
+            forward = not forward
+    finally:
+        if cache is not None:
+            cache.abort()  # a no-op unless stopped while a segment was being written

@@ -23,7 +23,7 @@ import pathlib
 import shutil
 import tempfile
 import time
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -261,6 +261,7 @@ def generate(video: str | os.PathLike, audio: str | os.PathLike, out: str | os.P
         cache_dir = tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".frames", dir=out.parent)
     t_pass2 = time.perf_counter()
     bar = bars.open("lip-sync", num_out)
+    source: Optional[Iterator[tuple[int, np.ndarray]]] = None
     try:
         if still:
             frame = frames_lib.first_frame(video)
@@ -283,6 +284,8 @@ def generate(video: str | os.PathLike, audio: str | os.PathLike, out: str | os.P
     finally:
         bar.close()
         if cache_dir is not None:
+            if source is not None:
+                source.close()  # stops the cache's encoder before its folder goes
             shutil.rmtree(cache_dir, ignore_errors=True)
     t_pass2 = time.perf_counter() - t_pass2
     if strip_path is not None and lipsync.strip:
