@@ -22,7 +22,7 @@ test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: install
-	@echo "make demo arrives with the generate issue (#6); until then see README 'Status'." >&2; exit 2
+	bash scripts/demo.sh
 
 bench: install
 	$(PY) benchmarks/unet.py --config=configs/diff2lip.py:tiny

@@ -10,8 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-demo_out}
 BIN=${PY:-.venv/bin}
-SYNC_STEPS=${SYNC_STEPS:-600}
-D2L_STEPS=${D2L_STEPS:-200}
+SYNC_STEPS=${SYNC_STEPS:-500}
+D2L_STEPS=${D2L_STEPS:-120}
 CLIPS=${CLIPS:-12}
 export JAX_PLATFORMS=${JAX_PLATFORMS:-cpu}
 export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-$OUT/.jax_cache}
@@ -40,18 +40,47 @@ stage "train the tiny Diff2Lip (five losses; LPIPS with random weights offline)"
   --config.train.num_steps="$D2L_STEPS" --config.train.sample_every="$D2L_STEPS" \
   --config.train.eval_every="$D2L_STEPS" --config.train.checkpoint_every="$D2L_STEPS"
 
-# A held-out (val) clip's video with another clip's audio: the cross setting.
-read -r VIDEO AUDIO < <("$BIN/python" - "$OUT" <<'PY'
-import json, sys, pathlib
-out = pathlib.Path(sys.argv[1])
-manifest = json.loads((out / "data/raw/manifest.json").read_text())
-clips = manifest["clips"]
-print(out / "data/raw" / clips[-1]["video"], out / "data/raw" / clips[0]["audio"])
+# A held-out (val split) clip's video with a training clip's audio (cross), and the same clip
+# with its own audio (reconstruction), named as diff2lip-evaluate expects: <audio>_<video>.mp4.
+read -r VIDEO_SRC AUDIO_SRC < <("$BIN/python" - "$OUT/data/prepared" <<'PY'
+import sys
+from diff2lip_jax.data import open_split, text
+val, train = open_split(sys.argv[1], "val"), open_split(sys.argv[1], "train")
+print(text(val[0]["clip_id"]), text(train[0]["clip_id"]))
 PY
 )
-stage "lip-sync $VIDEO to the audio of $AUDIO"
-"$BIN/diff2lip-generate" --checkpoint="$OUT/workdir" --video="$VIDEO" --audio="$AUDIO" \
-  --out="$OUT/lipsync.mp4" --fig3_strip="$OUT/fig3_strip.png" --ddim_steps=25
+RAW="$OUT/data/raw"
+mkdir -p "$OUT/generated/cross" "$OUT/generated/reconstruction"
+echo "$AUDIO_SRC $VIDEO_SRC" > "$OUT/filelist_cross.txt"
+echo "$VIDEO_SRC $VIDEO_SRC" > "$OUT/filelist_reconstruction.txt"
+name() { echo "${1//\//.}_${2//\//.}.mp4"; }
+CROSS_MP4="$OUT/generated/cross/$(name "$AUDIO_SRC" "$VIDEO_SRC")"
+RECON_MP4="$OUT/generated/reconstruction/$(name "$VIDEO_SRC" "$VIDEO_SRC")"
 
-stage "metrics"
-"$BIN/python" -m diff2lip_jax.evaluate.cli --help >/dev/null
+stage "lip-sync $VIDEO_SRC to the audio of $AUDIO_SRC (cross), with the Fig. 3 strip"
+"$BIN/diff2lip-generate" --checkpoint="$OUT/workdir" --video="$RAW/$VIDEO_SRC.mp4" --audio="$RAW/$AUDIO_SRC.mp4" \
+  --out="$CROSS_MP4" --fig3_strip="$OUT/fig3_strip.png" --ddim_steps=25
+cp "$CROSS_MP4" "$OUT/lipsync.mp4"
+
+stage "reconstruction: $VIDEO_SRC from its first frame and its own audio"
+"$BIN/diff2lip-generate" --checkpoint="$OUT/workdir" --video="$RAW/$VIDEO_SRC.mp4" --audio="$RAW/$VIDEO_SRC.mp4" \
+  --out="$RECON_MP4" --mode=reconstruction --ddim_steps=25
+
+stage "metrics (FID with RANDOM Inception weights: no pt_inception weights offline)"
+for mode in reconstruction cross; do
+  "$BIN/diff2lip-evaluate" --filelist="$OUT/filelist_$mode.txt" --mode="$mode" --source_dir="$RAW" \
+    --generated_dir="$OUT/generated/$mode" --syncnet="$OUT/syncnet" --fid_weights=random \
+    --fid_method=spectral --dataset=synthetic --method="diff2lip-jax tiny" --out="$OUT/metrics_$mode.json"
+done
+"$BIN/diff2lip-evaluate" --table_from="$OUT/metrics_reconstruction.json,$OUT/metrics_cross.json" \
+  --table="$OUT/metrics.md"
+cat "$OUT/metrics.md"
+
+echo
+echo "demo done in $(( $(date +%s) - start )) s:"
+echo "  lip-synced video       $OUT/lipsync.mp4"
+echo "  Fig. 3 strip           $OUT/fig3_strip.png"
+echo "  training sample grids  $OUT/workdir/samples/"
+echo "  metrics table          $OUT/metrics.md (JSON: $OUT/metrics_*.json)"
+echo "  training workdir       $OUT/workdir (TensorBoard: $OUT/workdir/tensorboard)"
+echo "  SyncNet workdir        $OUT/syncnet"
