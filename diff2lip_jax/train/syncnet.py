@@ -186,6 +186,21 @@ def build_module(cfg: ml_collections.ConfigDict) -> SyncNet:
     return SyncNet(**syncnet_checkpoint.module_fields(cfg.model))
 
 
+def learning_rate(cfg: ml_collections.ConfigDict) -> optax.Schedule:
+    """Linear warm-up over train.warmup_steps, then constant (Wav2Lip) or cosine decay to 0 at num_steps."""
+    t = cfg.train
+    if t.lr_schedule not in ("constant", "cosine"):
+        raise ValueError(f"config: train.lr_schedule={t.lr_schedule!r}; use 'constant' or 'cosine'")
+    if t.lr_schedule == "cosine":
+        return optax.warmup_cosine_decay_schedule(0.0, t.lr, t.warmup_steps, max(t.num_steps, t.warmup_steps + 1))
+    return optax.linear_schedule(0.0, t.lr, t.warmup_steps) if t.warmup_steps > 0 else optax.constant_schedule(t.lr)
+
+
+def make_optimizer(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """Adam (Wav2Lip's SyncNet optimizer) on the `learning_rate` schedule."""
+    return optax.adam(learning_rate(cfg))
+
+
 def init_state(cfg: ml_collections.ConfigDict, module: SyncNet, tx: optax.GradientTransformation) -> SyncState:
     s = cfg.model.image_size
     faces = jnp.zeros((1, s // 2, s, 3 * records.WINDOW), jnp.float32)
@@ -303,7 +318,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     os.makedirs(workdir, exist_ok=True)
 
     module = build_module(cfg)
-    tx = optax.adam(cfg.train.lr)
+    tx = make_optimizer(cfg)
     make_state = functools.partial(init_state, cfg, module, tx)
     abstract = jax.eval_shape(make_state)
     shardings = parallel.fsdp_shardings(abstract, mesh)
