@@ -66,7 +66,9 @@ def _config(prepared, **train) -> "ml_collections.ConfigDict":  # noqa: F821
     cfg = syncnet_config.get_config("tiny")
     cfg.data.dir = str(prepared)
     cfg.model.update(image_size=SIZE, base_channels=8, embed_dim=32, num_res_blocks=1)
-    cfg.train.update(batch_size=8, lr=1e-3, log_every=2, checkpoint_every=3, eval_every=100, eval_batches=1)
+    # Constant lr: a resumed leg with a different num_steps must see the same schedule.
+    cfg.train.update(batch_size=8, lr=1e-3, lr_schedule="constant", log_every=2, checkpoint_every=3,
+                     eval_every=100, eval_batches=1)
     cfg.train.update(train)
     return cfg
 
@@ -141,8 +143,10 @@ def test_steps_lower_the_loss(prepared):
 def workdirs(prepared, tmp_path_factory) -> tuple[pathlib.Path, pathlib.Path, subprocess.CompletedProcess]:
     """An uninterrupted CLI run of 6 steps, and an in-process run of 3 steps resumed to 6."""
     full, split = tmp_path_factory.mktemp("full"), tmp_path_factory.mktemp("split")
+    # The CLI run states every field _config sets, so both runs train the same model the same way.
     overrides = ["--config.data.dir", str(prepared), "--config.model.image_size=32", "--config.model.base_channels=8",
-                 "--config.model.embed_dim=32", "--config.train.batch_size=8", "--config.train.num_steps=6",
+                 "--config.model.embed_dim=32", "--config.model.num_res_blocks=1", "--config.train.lr=1e-3",
+                 "--config.train.lr_schedule=constant", "--config.train.batch_size=8", "--config.train.num_steps=6",
                  "--config.train.checkpoint_every=3", "--config.train.eval_every=100",
                  "--config.train.eval_batches=1", "--config.train.log_every=2"]  # fmt: skip
     cli = _cli(f"--workdir={full}", "--config=configs/syncnet.py:tiny", *overrides)
