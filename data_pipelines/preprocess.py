@@ -35,8 +35,8 @@ from absl import flags
 PROG = "diff2lip-preprocess"
 FLAGS = flags.FLAGS
 _KEY_FLAGS = ("input", "out", "builder", "dataset_name", "face_detector", "s3fd_weights", "box", "pads", "smooth",
-              "jpeg_quality", "image_size", "num_workers", "min_frames", "split", "val_fraction", "test_fraction",
-              "first_utterance_only", "retry_failed", "beam_options")  # fmt: skip
+              "jpeg_quality", "image_size", "num_workers", "min_frames", "min_face_rate", "split", "val_fraction",
+              "test_fraction", "first_utterance_only", "retry_failed", "beam_options")  # fmt: skip
 
 
 def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
@@ -63,6 +63,8 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     flags.DEFINE_integer("num_workers", os.cpu_count() or 1, "Processes over clips (0: in this process). With "
                          "--face_detector=s3fd on one GPU use 1.", **fv)
     flags.DEFINE_integer("min_frames", 10, "Clips with fewer frames at 25 fps fail (at least 7).", **fv)
+    flags.DEFINE_float("min_face_rate", 0.95, "Clips where the detector finds a face in fewer than this fraction "
+                       "of frames fail (official Wav2Lip: 1.0); not checked for fixed crops.", **fv)
     flags.DEFINE_enum("split", "auto", ["auto", "train", "val", "test"], "auto: official splits, else speakers "
                       "held out by --val_fraction/--test_fraction; or put every clip in one split.", **fv)
     flags.DEFINE_float("val_fraction", 0.05, "Fraction of speakers (without an official split) held out for val.", **fv)
@@ -96,6 +98,8 @@ def _options():
         raise ValueError(f"--jpeg_quality must be 1-100, got {FLAGS.jpeg_quality}")
     if not 16 <= FLAGS.image_size <= 1024:
         raise ValueError(f"--image_size must be 16-1024, got {FLAGS.image_size}")
+    if not 0.0 <= FLAGS.min_face_rate <= 1.0:
+        raise ValueError(f"--min_face_rate must be in [0, 1], got {FLAGS.min_face_rate}")
     if FLAGS.min_frames < 7:
         raise ValueError(f"--min_frames must be >= 7 (a 5-frame window after frame 0, plus a reference), "
                          f"got {FLAGS.min_frames}")  # fmt: skip
@@ -113,7 +117,8 @@ def _options():
         weights = os.path.abspath(weights)
     return ProcessOptions(face_detector=FLAGS.face_detector, s3fd_weights=weights, box=box,
                           pads=_ints(FLAGS.pads, "pads"), smooth=FLAGS.smooth, jpeg_quality=FLAGS.jpeg_quality,
-                          image_size=FLAGS.image_size, min_frames=FLAGS.min_frames)  # fmt: skip
+                          image_size=FLAGS.image_size, min_frames=FLAGS.min_frames,
+                          min_face_rate=FLAGS.min_face_rate)  # fmt: skip
 
 
 def _write_failures(out: pathlib.Path, failed: list) -> pathlib.Path:

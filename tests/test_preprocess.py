@@ -98,14 +98,25 @@ class _FakeDetector:
 def test_chunked_detection_and_second_pass_equal_detect_faces(synth_dir, monkeypatch):
     monkeypatch.setattr(process, "CHUNK", 16)  # several chunks per clip
     src = local_video_sources(str(_clip(synth_dir, 1)))[0]
-    opts = ProcessOptions(face_detector="cascade", pads=(1, 5, 2, 3))
+    # min_face_rate=0: keep the clip although half its frames have no detection (gap filling is under test)
+    opts = ProcessOptions(face_detector="cascade", pads=(1, 5, 2, 3), min_face_rate=0.0)
     kept = process.process_clip(src, opts, _FakeDetector())
-    redecoded = process.process_clip(src, ProcessOptions(pads=(1, 5, 2, 3), buffer_bytes=0), _FakeDetector())
+    redecoded = process.process_clip(src, ProcessOptions(pads=(1, 5, 2, 3), buffer_bytes=0, min_face_rate=0.0),
+                                     _FakeDetector())
     track = face.detect_faces(read_frames(src.path), _FakeDetector(), pads=(1, 5, 2, 3))
     np.testing.assert_array_equal(kept["boxes"], track.boxes)
     np.testing.assert_array_equal(kept["has_face"], track.has_face)
     assert 0 < kept["has_face"].sum() < kept["num_frames"]
     assert kept["frames"] == redecoded["frames"]
+
+
+def test_clip_with_a_low_face_detection_rate_fails_with_the_rate(synth_dir):
+    src = local_video_sources(str(_clip(synth_dir, 1)))[0]
+    n = process.process_clip(src, ProcessOptions(min_face_rate=0.0), _FakeDetector())["num_frames"]
+    rate = float(np.mean((np.arange(n) // 14) % 2 == 0))  # _FakeDetector's hits
+    with pytest.raises(process.ClipError, match=f"face detected in only {rate:.0%} of its {n} frames"):
+        process.process_clip(src, ProcessOptions(min_face_rate=0.95), _FakeDetector())
+    assert process.process_clip(src, ProcessOptions(min_face_rate=rate), _FakeDetector())["num_frames"] == n
 
 
 def test_bad_clips_are_reported_and_the_run_goes_on(messy_dir, tmp_path):

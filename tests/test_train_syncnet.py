@@ -67,8 +67,8 @@ def _config(prepared, **train) -> "ml_collections.ConfigDict":  # noqa: F821
     cfg.data.dir = str(prepared)
     cfg.model.update(image_size=SIZE, base_channels=8, embed_dim=32, num_res_blocks=1)
     # Constant lr: a resumed leg with a different num_steps must see the same schedule.
-    cfg.train.update(batch_size=8, lr=1e-3, lr_schedule="constant", log_every=2, checkpoint_every=3,
-                     eval_every=100, eval_batches=1)
+    cfg.train.update(batch_size=8, lr=1e-3, lr_schedule="constant", warmup_steps=0, log_every=2,
+                     checkpoint_every=3, eval_every=100, eval_batches=1)
     cfg.train.update(train)
     return cfg
 
@@ -117,6 +117,33 @@ def test_stream_is_seeded_and_restores_exactly(prepared):
             np.testing.assert_array_equal(x[k], z[k])
 
 
+def test_augment_is_one_transform_per_window():
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (1, 32, 32, 3), np.uint8)
+    window = np.repeat(frame, 5, axis=0)
+    np.testing.assert_array_equal(T.Augment()(window, np.random.default_rng(1)), window)  # all off: identity
+    aug = T.Augment(max_zoom=0.3, flip=True, color=0.3)
+    for seed in range(4):
+        out = aug(window, np.random.default_rng(seed))
+        assert out.shape == window.shape and out.dtype == np.uint8
+        assert all(np.array_equal(out[0], out[t]) for t in range(1, 5))  # the same for the 5 frames
+        np.testing.assert_array_equal(out, aug(window, np.random.default_rng(seed)))  # seeded
+    flips = [T.Augment(flip=True)(window, np.random.default_rng(s)) for s in range(8)]
+    assert {np.array_equal(f, window) for f in flips} == {True, False}
+    assert all(np.array_equal(f, window) or np.array_equal(f, window[:, :, ::-1]) for f in flips)
+    flat = np.full((5, 32, 32, 3), 90, np.uint8)  # the zoomed view stays inside the frame: no border
+    np.testing.assert_array_equal(T.Augment(max_zoom=0.3)(flat, np.random.default_rng(3)), flat)
+
+
+def test_augmented_pairs_keep_positions_and_labels(prepared):
+    plain = _cat(_pairs(prepared, 2, seed=4))
+    aug = _cat(_pairs(prepared, 2, seed=4, augment=T.Augment(max_zoom=0.15, flip=True, color=0.3)))
+    for k in ("label", "clip_index", "start", "mel_start", "mel"):
+        np.testing.assert_array_equal(plain[k], aug[k])
+    assert np.abs(plain["faces"] - aug["faces"]).mean() > 0.02
+    assert aug["faces"].min() >= -1.0 and aug["faces"].max() <= 1.0
+
+
 def test_bad_pair_options(prepared):
     with pytest.raises(ValueError, match="min_offset"):
         next(iter(T.sync_dataset(prepared, "train", 8, 0, image_size=SIZE, min_offset=0, shard_options=ONE)))
@@ -146,9 +173,9 @@ def workdirs(prepared, tmp_path_factory) -> tuple[pathlib.Path, pathlib.Path, su
     # The CLI run states every field _config sets, so both runs train the same model the same way.
     overrides = ["--config.data.dir", str(prepared), "--config.model.image_size=32", "--config.model.base_channels=8",
                  "--config.model.embed_dim=32", "--config.model.num_res_blocks=1", "--config.train.lr=1e-3",
-                 "--config.train.lr_schedule=constant", "--config.train.batch_size=8", "--config.train.num_steps=6",
-                 "--config.train.checkpoint_every=3", "--config.train.eval_every=100",
-                 "--config.train.eval_batches=1", "--config.train.log_every=2"]  # fmt: skip
+                 "--config.train.lr_schedule=constant", "--config.train.warmup_steps=0",
+                 "--config.train.batch_size=8", "--config.train.num_steps=6", "--config.train.checkpoint_every=3",
+                 "--config.train.eval_every=100", "--config.train.eval_batches=1", "--config.train.log_every=2"]  # fmt: skip
     cli = _cli(f"--workdir={full}", "--config=configs/syncnet.py:tiny", *overrides)
     T.train(_config(prepared, num_steps=3), str(split))
     T.train(_config(prepared, num_steps=6), str(split))

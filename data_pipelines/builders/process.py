@@ -56,6 +56,11 @@ class ProcessOptions:
     smooth: the official 5-frame box smoothing.
     jpeg_quality: 0-100; image_size: crop side in pixels.
     min_frames: clips with fewer frames at 25 fps fail.
+    min_face_rate: clips where the detector finds a face in fewer than this
+      fraction of frames fail (fixed-crop detectors: not checked). The official
+      Wav2Lip preprocessing drops a video for a single missed frame; a low rate
+      mostly means a detector that sees faces where there are none, and its
+      crops (eyes, background) would teach the models nothing.
     buffer_bytes: decoded frames kept between passes (beyond it: decode twice).
     """
 
@@ -67,6 +72,7 @@ class ProcessOptions:
     jpeg_quality: int = 95
     image_size: int = records.IMAGE_SIZE
     min_frames: int = 10
+    min_face_rate: float = 0.95
     buffer_bytes: int = 512 << 20
 
     def make_detector(self) -> face.FaceDetector:
@@ -120,7 +126,11 @@ def process_clip(src: ClipSource, opts: ProcessOptions, detector: face.FaceDetec
     n = sum(len(f) for f in raw_found)
     if n < opts.min_frames:
         raise ClipError(f"too short: {n} frames at 25 fps, need at least {opts.min_frames}")
-    boxes, has_face = _track(np.concatenate(raw_boxes), np.concatenate(raw_found), detector, opts, height, width)
+    found = np.concatenate(raw_found)
+    if not getattr(detector, "fixed", False) and found.any() and found.mean() < opts.min_face_rate:
+        raise ClipError(f"face detected in only {found.mean():.0%} of its {n} frames (need "
+                        f"--min_face_rate={opts.min_face_rate:g}); try --face_detector=s3fd")  # fmt: skip
+    boxes, has_face = _track(np.concatenate(raw_boxes), found, detector, opts, height, width)
     if not has_face.any():
         raise ClipError(f"no face detected in any of its {n} frames")
     if not records.valid_window_starts(has_face, mel.shape[1]).any():

@@ -25,6 +25,7 @@ import signal
 import time
 from typing import Any, Optional
 
+import cv2
 import flax.struct
 import grain
 import jax
@@ -56,6 +57,40 @@ def mel_window_ok(num_frames: int, num_mel_steps: int, fps: float = records.FPS)
     return (f + records.WINDOW <= num_frames) & (start + audio.MEL_STEP_SIZE <= num_mel_steps)
 
 
+@dataclasses.dataclass(frozen=True)
+class Augment:
+    """Per-window augmentation, the same for the 5 frames (so lip motion is untouched).
+
+    max_zoom: zoom in by a factor in [1, 1 + max_zoom], shifted within the margin
+    (mouth size and position vary between speakers); flip: mirror with p=0.5 (lip
+    sync is left-right symmetric); color: per-channel gain in [1 - color, 1 + color]
+    and a brightness shift of up to color * 64 levels (lip and skin colours).
+    All zero/False: off (Wav2Lip trains its expert without augmentation).
+    """
+
+    max_zoom: float = 0.0
+    flip: bool = False
+    color: float = 0.0
+
+    def __call__(self, frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """uint8 ``[5, S, S, 3]`` -> augmented uint8 ``[5, S, S, 3]``."""
+        zoom, shift, mirror = rng.uniform(1.0, 1.0 + self.max_zoom), rng.uniform(-1.0, 1.0, 2), rng.random() < 0.5
+        gain, bias = rng.uniform(1.0 - self.color, 1.0 + self.color, 3), rng.uniform(-64.0, 64.0) * self.color
+        s = frames.shape[1]
+        if self.max_zoom > 0:
+            # Output pixel x samples input x / zoom + offset; with offset in
+            # [0, (s - 1)(1 - 1 / zoom)] every sample lies within pixel centres 0..s-1.
+            offset = (s - 1) * (1.0 - 1.0 / zoom) / 2 * (1.0 + shift)
+            m = np.array([[1.0 / zoom, 0.0, offset[0]], [0.0, 1.0 / zoom, offset[1]]])
+            frames = np.stack([cv2.warpAffine(f, m, (s, s), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                              borderMode=cv2.BORDER_REPLICATE) for f in frames])  # fmt: skip
+        if self.flip and mirror:
+            frames = frames[:, :, ::-1]
+        if self.color > 0:
+            frames = np.clip(frames.astype(np.float32) * gain + bias, 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(frames)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)  # eq=False: hash by identity (the source is unhashable)
 class SyncPairs(grain.transforms.MapWithIndex):
     """Clip index -> one (faces, mel, label) pair; see :func:`sync_dataset` for the fields.
@@ -74,6 +109,7 @@ class SyncPairs(grain.transforms.MapWithIndex):
     same_clip: bool = True
     balanced: bool = False
     clips: tuple[int, ...] = ()
+    augment: Augment = Augment()
 
     def map_with_index(self, index: int, clip_index: int) -> dict[str, np.ndarray]:
         clip_index = int(clip_index)
@@ -106,7 +142,7 @@ class SyncPairs(grain.transforms.MapWithIndex):
             mel_start = int(rng.choice(mel_starts[np.abs(mel_starts - start) >= self.min_offset]))
         else:
             mel_start = int(rng.choice(mel_starts))
-        frames = records.decode_jpegs(rec["frames"][start:start + records.WINDOW], self.image_size)
+        frames = self.augment(records.decode_jpegs(rec["frames"][start:start + records.WINDOW], self.image_size), rng)
         return {
             "faces": frames[:, self.image_size // 2:],  # lower halves, rows [S/2, S)
             "mel": audio.sync_mel_window(mel_rec["mel"], mel_start),
@@ -128,8 +164,8 @@ class FacesToUnitRange(grain.transforms.Map):
 
 def sync_dataset(data_dir: records.PathLike, split: str, global_batch_size: int, seed: int, *,
                  image_size: int, min_offset: int = 5, same_clip: bool = True, balanced: bool = False,
-                 shard_options: Optional[grain.sharding.ShardOptions] = None, worker_count: int = 0,
-                 read_threads: int = 2) -> grain.IterDataset:
+                 augment: Augment = Augment(), shard_options: Optional[grain.sharding.ShardOptions] = None,
+                 worker_count: int = 0, read_threads: int = 2) -> grain.IterDataset:
     """Endless batches of SyncNet pairs for this process (per-process batch ``B = global // shards``).
 
     * ``faces`` float32 ``[B, 5, S/2, S, 3]`` in [-1, 1]: lower halves of frames
@@ -152,7 +188,7 @@ def sync_dataset(data_dir: records.PathLike, split: str, global_batch_size: int,
     source = records.open_split(data_dir, split)
     clips = pipeline._shard_clips(len(source), options)
     pairs = SyncPairs(source, seed, options.shard_index, image_size, min_offset, same_clip, balanced,
-                      tuple(int(clips[i]) for i in range(len(clips))))  # fmt: skip
+                      tuple(int(clips[i]) for i in range(len(clips))), augment)  # fmt: skip
     ds = pipeline.EndlessShuffle(clips, seed).map_with_index(pairs)
     batch = global_batch_size // options.shard_count
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=2 * batch))
@@ -163,9 +199,11 @@ def sync_dataset(data_dir: records.PathLike, split: str, global_batch_size: int,
 
 
 def _loader(cfg: ml_collections.ConfigDict, split: str, seed: int, balanced: bool = False) -> Any:
+    """Training pairs (augmented per cfg.augment), or balanced clean pairs for evaluation."""
+    augment = Augment() if balanced else Augment(**cfg.augment)
     return iter(sync_dataset(cfg.data.dir, split, cfg.train.batch_size, seed, image_size=cfg.model.image_size,
                              min_offset=cfg.negatives.min_offset, same_clip=cfg.negatives.same_clip,
-                             balanced=balanced, worker_count=cfg.data.worker_count,
+                             balanced=balanced, augment=augment, worker_count=cfg.data.worker_count,
                              read_threads=cfg.data.read_threads))  # fmt: skip
 
 
@@ -233,7 +271,7 @@ def make_train_step(module: SyncNet):
         metrics = _pair_metrics(*embs, batch["label"])
         finite = jnp.isfinite(metrics["loss"])
         keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
-        metrics.update(grad_norm=optax.global_norm(grads), finite=finite.astype(jnp.float32))
+        metrics.update(grad_norm=optax.tree.norm(grads), finite=finite.astype(jnp.float32))
         return state.replace(step=state.step + 1, params=keep(params, state.params),
                              opt_state=keep(opt_state, state.opt_state)), metrics
 
