@@ -102,7 +102,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     cfg.train = ml_collections.ConfigDict(dict(
         num_steps=300 if tiny else 500_000,
         batch_size=4 if tiny else 64,  # global, in 5-frame sequences (64 x 5 = 320 frames)
-        lr=2e-4 if tiny else 1e-4,
+        lr=1e-3 if tiny else 1e-4,  # tiny: short CPU runs (L_simple 0.20 vs 0.69 after 50 demo steps at 2e-4)
         d_lr=2e-4 if tiny else 1e-4,
         weight_decay=0.0,
         grad_clip=1.0,

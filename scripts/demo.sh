@@ -12,8 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-demo_out}
 BIN=${PY:-.venv/bin}
-SYNC_STEPS=${SYNC_STEPS:-600}
-D2L_STEPS=${D2L_STEPS:-60}
+SYNC_STEPS=${SYNC_STEPS:-800}
+D2L_STEPS=${D2L_STEPS:-100}
 CLIPS=${CLIPS:-12}
 export JAX_PLATFORMS=${JAX_PLATFORMS:-cpu}
 export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-$OUT/.jax_cache}
