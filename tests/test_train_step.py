@@ -11,6 +11,7 @@ from configs.diff2lip import LOSS_SETS, get_config
 from diff2lip_jax import parallel
 from diff2lip_jax.models.discriminator import d_loss
 from diff2lip_jax.train.build import build_modules, init_state
+from diff2lip_jax.train.sampling import GRID_COLUMNS, make_sample_fn
 from diff2lip_jax.train.step import generator_losses, make_train_step, sample_timesteps
 
 B = 8  # sequences: divisible by the 8 fake devices of the sharding test
@@ -106,3 +107,18 @@ def test_sharded_step_on_a_4x2_mesh_matches_one_device(setup):
                               parallel.host_to_global(batch, mesh))
     assert abs(float(sharded["loss"]) - float(metrics["loss"])) <= 1e-5
     assert new_state.params["input_blocks_1_0"]["in_layers_2"]["kernel"].sharding == big.sharding
+
+
+def test_sample_grid_columns_are_in_the_stated_order(setup):
+    cfg, modules, _, state, _, _, _ = setup
+    batch = {k: jnp.asarray(v[:1]) for k, v in random_batch(3).items()}  # 1 sequence: 5 frames
+    cfg = get_config("tiny")
+    cfg.model.attention_resolutions = "8"
+    cfg.train.sample_ddim_steps = 2
+    columns = dict(zip(GRID_COLUMNS, make_sample_fn(modules.model, cfg)(state.params, batch, jax.random.key(0))))
+    frames = np.asarray(batch["frames"]).reshape(5, 64, 64, 3)
+    np.testing.assert_allclose(columns["ground_truth"], frames, atol=1e-6)
+    np.testing.assert_allclose(columns["reference"], np.repeat(np.asarray(batch["ref"]), 5, 0), atol=1e-6)
+    for name in ("input", "x0_pred", "sample"):  # the upper half is the frame's own, the lower half is not
+        np.testing.assert_allclose(columns[name][:, :32], frames[:, :32], atol=1e-6)
+        assert np.abs(columns[name][:, 32:] - frames[:, 32:]).mean() > 0.05, name

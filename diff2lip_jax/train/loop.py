@@ -24,7 +24,7 @@ from diff2lip_jax import parallel
 from diff2lip_jax.data import make_train_loader
 from diff2lip_jax.train import checkpointing, reporting
 from diff2lip_jax.train.build import build_modules, init_state
-from diff2lip_jax.train.sampling import make_sample_fn
+from diff2lip_jax.train.sampling import GRID_COLUMNS, make_sample_fn
 from diff2lip_jax.train.step import generator_losses, make_train_step
 
 BATCH_KEYS = ("frames", "ref", "indiv_mels", "sync_mel")
@@ -174,7 +174,7 @@ def _fixed_eval_batch(cfg, mesh) -> dict | None:
 def _write_samples(sample_fn, state, batch, workdir: str, step: int) -> None:
     columns = sample_fn(state.ema_params, batch, jax.random.PRNGKey(step))
     if jax.process_index() == 0:
-        columns = {k: np.asarray(jax.device_get(v)) for k, v in columns.items()}
+        columns = {k: np.asarray(jax.device_get(v)) for k, v in zip(GRID_COLUMNS, columns)}
         path = reporting.save_grid(os.path.join(workdir, "samples", f"step_{step:07d}.png"), columns)
         logging.info("sample grid %s", path)
 

@@ -11,9 +11,15 @@ import ml_collections
 from diff2lip_jax.diffusion import create_diffusion_from_config
 from diff2lip_jax.train.step import lower_half_mask, model_inputs
 
+# Left to right in the PNG. The jitted function returns a tuple in this order: a dict
+# output of jit comes back with its keys sorted, which would scramble the columns.
+GRID_COLUMNS = ("input", "reference", "x0_pred", "sample", "ground_truth")
+
 
 def make_sample_fn(model, cfg: ml_collections.ConfigDict) -> Callable:
-    """`fn(params, batch, key) -> columns`: each column [B*5, H, W, 3] float32 in [-1, 1].
+    """`fn(params, batch, key) -> columns`: a tuple in `GRID_COLUMNS` order, each [B*5, H, W, 3] float32.
+
+    Images are in [-1, 1].
 
     x0_pred is the one-step prediction from x_t at t = T/2 (what the image losses
     see); the sample runs `train.sample_ddim_steps` DDIM steps from noise, with the
@@ -39,7 +45,6 @@ def make_sample_fn(model, cfg: ml_collections.ConfigDict) -> Callable:
         sample = short.ddim_sample_loop(apply, jax.random.normal(k_sample, x.shape),
                                         model_kwargs=dict(kwargs, params=params))
         known = lambda img: mask * img + (1 - mask) * x
-        return {"input": kwargs["cond_img"], "reference": kwargs["ref_img"][..., :3], "x0_pred": known(x0),
-                "sample": known(sample), "ground_truth": x}
+        return kwargs["cond_img"], kwargs["ref_img"][..., :3], known(x0), known(sample), x
 
     return fn
