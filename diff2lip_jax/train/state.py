@@ -28,21 +28,25 @@ class TrainState(flax.struct.PyTreeNode):
     d_tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
 
 
+def lr_schedule(lr: float, warmup_steps: int = 0, decay_steps: int = 0) -> optax.Schedule:
+    """Linear warm-up from 0 over `warmup_steps`, then constant, or with `decay_steps` > 0
+    cosine decay to 0 at step `decay_steps`. Used by the Diff2Lip and the SyncNet optimizers."""
+    if decay_steps > 0:
+        return optax.warmup_cosine_decay_schedule(0.0, lr, warmup_steps, max(decay_steps, warmup_steps + 1))
+    return optax.linear_schedule(0.0, lr, warmup_steps) if warmup_steps > 0 else optax.constant_schedule(lr)
+
+
 def make_optimizer(lr: float, weight_decay: float, grad_clip: float, warmup_steps: int = 0,
                    b1: float = 0.9, b2: float = 0.999) -> optax.GradientTransformation:
     """AdamW with global-norm clipping and an optional linear warm-up (constant after)."""
-    schedule = (optax.linear_schedule(0.0, lr, warmup_steps) if warmup_steps > 0 else optax.constant_schedule(lr))
     parts = [optax.clip_by_global_norm(grad_clip)] if grad_clip > 0 else []
-    parts.append(optax.adamw(schedule, b1=b1, b2=b2, weight_decay=weight_decay))
+    parts.append(optax.adamw(lr_schedule(lr, warmup_steps), b1=b1, b2=b2, weight_decay=weight_decay))
     return optax.chain(*parts)
 
 
 def learning_rate(cfg: ml_collections.ConfigDict, step: jax.Array) -> jax.Array:
-    """The generator's learning rate at `step` (for logging), matching make_optimizer."""
-    warm = cfg.train.warmup_steps
-    if warm > 0:
-        return cfg.train.lr * jnp.minimum(1.0, step / warm)
-    return jnp.asarray(cfg.train.lr, jnp.float32)
+    """The generator's learning rate at `step` (for logging): the schedule make_optimizers uses."""
+    return jnp.asarray(lr_schedule(cfg.train.lr, cfg.train.warmup_steps)(step), jnp.float32)
 
 
 def make_optimizers(cfg: ml_collections.ConfigDict) -> tuple[optax.GradientTransformation, ...]:

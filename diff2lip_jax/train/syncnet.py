@@ -39,6 +39,7 @@ from diff2lip_jax import audio, parallel
 from diff2lip_jax.data import pipeline, records
 from diff2lip_jax.models.syncnet import SyncNet, cosine_similarity, stack_frames, sync_accuracy, sync_loss
 from diff2lip_jax.train import checkpointing, reporting, syncnet_checkpoint
+from diff2lip_jax.train.state import lr_schedule
 
 BATCH_KEYS = ("faces", "mel", "label")
 EVAL_SEED = 12345  # the held-out pairs are the same at every evaluation
@@ -229,9 +230,7 @@ def learning_rate(cfg: ml_collections.ConfigDict) -> optax.Schedule:
     t = cfg.train
     if t.lr_schedule not in ("constant", "cosine"):
         raise ValueError(f"config: train.lr_schedule={t.lr_schedule!r}; use 'constant' or 'cosine'")
-    if t.lr_schedule == "cosine":
-        return optax.warmup_cosine_decay_schedule(0.0, t.lr, t.warmup_steps, max(t.num_steps, t.warmup_steps + 1))
-    return optax.linear_schedule(0.0, t.lr, t.warmup_steps) if t.warmup_steps > 0 else optax.constant_schedule(t.lr)
+    return lr_schedule(t.lr, t.warmup_steps, t.num_steps if t.lr_schedule == "cosine" else 0)
 
 
 def make_optimizer(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
