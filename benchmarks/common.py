@@ -16,7 +16,7 @@ def make_inputs(cfg, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     s = cfg.image_size
     mask = np.zeros((batch, s, s, 1), np.float32)
-    mask[:, s // 2:] = 1
+    mask[:, s // 2 :] = 1
     return dict(
         x=rng.standard_normal((batch, s, s, 3)).astype(np.float32),
         t=rng.integers(0, 1000, batch).astype(np.int32),
@@ -56,13 +56,19 @@ def bench_torch(repo, flags_dict, params, cfg, inputs, modes, repeats):
     nchw = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))
     x, target = nchw(inputs["x"]), nchw(inputs["target"])
     t = torch.from_numpy(inputs["t"].astype(np.int64))
-    kw = dict(cond_img=nchw(inputs["cond_img"]), mask=nchw(inputs["mask"]), ref_img=nchw(inputs["ref_img"]),
-              indiv_mels=torch.from_numpy(inputs["indiv_mels"]))
+    kw = dict(
+        cond_img=nchw(inputs["cond_img"]),
+        mask=nchw(inputs["mask"]),
+        ref_img=nchw(inputs["ref_img"]),
+        indiv_mels=torch.from_numpy(inputs["indiv_mels"]),
+    )
     results = {}
     if "forward" in modes:
+
         def fwd():
             with torch.no_grad():
                 model(x, t, **kw)
+
         results["forward"] = timed(fwd, repeats)
     if "train" in modes:
         model.train()
@@ -73,5 +79,6 @@ def bench_torch(repo, flags_dict, params, cfg, inputs, modes, repeats):
             loss = ((model(x, t, **kw) - target) ** 2).mean()
             loss.backward()
             opt.step()
+
         results["train"] = timed(train, repeats)
     return results

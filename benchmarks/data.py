@@ -41,20 +41,32 @@ def _prepare(synth: pathlib.Path, out: pathlib.Path, detector: str) -> dict:
     """Preprocess with one detector: clips/s, frames/s, bytes/frame."""
     side = _SIZE.value
     options = ProcessOptions(face_detector=detector, box=(side // 10, side - side // 10, side // 8, side - side // 8))
-    builder = make_builder("local_videos", data_dir=str(out), source=str(synth), options=options,
-                           num_workers=_PRE_WORKERS.value, split="train")  # fmt: skip
+    builder = make_builder(
+        "local_videos",
+        data_dir=str(out),
+        source=str(synth),
+        options=options,
+        num_workers=_PRE_WORKERS.value,
+        split="train",
+    )
     builder.download_and_prepare()
     result = builder.run_result
     frames = sum(r.num_frames for r in result.ok)
     stored = sum(f.stat().st_size for f in pathlib.Path(builder.data_dir).glob("*.array_record-*"))
-    return {"clips_per_s": len(result.results) / result.seconds, "frames_per_s": frames / result.seconds,
-            "ok": len(result.ok), "frames": frames, "stored_per_frame": stored / max(frames, 1),
-            "payload_per_frame": sum(r.num_bytes for r in result.ok) / max(frames, 1)}  # fmt: skip
+    return {
+        "clips_per_s": len(result.results) / result.seconds,
+        "frames_per_s": frames / result.seconds,
+        "ok": len(result.ok),
+        "frames": frames,
+        "stored_per_frame": stored / max(frames, 1),
+        "payload_per_frame": sum(r.num_bytes for r in result.ok) / max(frames, 1),
+    }
 
 
 def _windows_per_second(data_dir: pathlib.Path, workers: int) -> float:
-    it = d2l_data.make_train_loader(data_dir, "train", _BATCH.value, seed=0, worker_count=workers,
-                                    shard_options=grain.sharding.ShardOptions(0, 1))  # fmt: skip
+    it = d2l_data.make_train_loader(
+        data_dir, "train", _BATCH.value, seed=0, worker_count=workers, shard_options=grain.sharding.ShardOptions(0, 1)
+    )
     try:
         for _ in range(3):  # warm-up: worker start, first reads
             next(it)
@@ -73,20 +85,32 @@ def main(argv: list[str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = pathlib.Path(_WORK_DIR.value or tmp)
         synth = work / "synth"
-        synthetic.generate_dataset(synth, num_clips=_NUM_CLIPS.value, seed=0, size=(_SIZE.value, _SIZE.value),
-                                   seconds=_SECONDS.value, identities=4)  # fmt: skip
-        print(f"{_NUM_CLIPS.value} clips x {_SECONDS.value:g} s, {_SIZE.value} px, "
-              f"{_PRE_WORKERS.value} preprocessing workers")  # fmt: skip
+        synthetic.generate_dataset(
+            synth,
+            num_clips=_NUM_CLIPS.value,
+            seed=0,
+            size=(_SIZE.value, _SIZE.value),
+            seconds=_SECONDS.value,
+            identities=4,
+        )
+        print(
+            f"{_NUM_CLIPS.value} clips x {_SECONDS.value:g} s, {_SIZE.value} px, "
+            f"{_PRE_WORKERS.value} preprocessing workers"
+        )
         prepared = {}
         raw = d2l_data.IMAGE_SIZE**2 * 3
         for det in _DETECTORS.value:
             prepared[det] = work / f"prepared_{det}"
             s = _prepare(synth, prepared[det], det)
-            print(f"preprocess [{det:>8}]: {s['clips_per_s']:6.2f} clips/s  {s['frames_per_s']:7.1f} frames/s  "
-                  f"({s['ok']} clips ok, {s['frames']} frames, wall time incl. worker start-up)")
-            print(f"  storage: {s['stored_per_frame'] / 1024:.1f} KB/frame in ArrayRecord (JPEG q95 + mel: "
-                  f"{s['payload_per_frame'] / 1024:.1f} KB) vs {raw / 1024:.1f} KB raw 128x128x3 "
-                  f"({raw / s['stored_per_frame']:.1f}x smaller)")  # fmt: skip
+            print(
+                f"preprocess [{det:>8}]: {s['clips_per_s']:6.2f} clips/s  {s['frames_per_s']:7.1f} frames/s  "
+                f"({s['ok']} clips ok, {s['frames']} frames, wall time incl. worker start-up)"
+            )
+            print(
+                f"  storage: {s['stored_per_frame'] / 1024:.1f} KB/frame in ArrayRecord (JPEG q95 + mel: "
+                f"{s['payload_per_frame'] / 1024:.1f} KB) vs {raw / 1024:.1f} KB raw 128x128x3 "
+                f"({raw / s['stored_per_frame']:.1f}x smaller)"
+            )
         data_dir = prepared[_DETECTORS.value[0]]
         for w in (int(v) for v in _WORKERS.value):
             rate = _windows_per_second(data_dir, w)

@@ -27,7 +27,8 @@ from diff2lip_jax.models import build_unet, init_params
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(_REPO, "configs", "diff2lip.py") + ":tiny", "Model + diffusion config.")
+    "config", os.path.join(_REPO, "configs", "diff2lip.py") + ":tiny", "Model + diffusion config."
+)
 _BATCH = flags.DEFINE_integer("batch_size", 4, "Frames per sampler call.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repetitions (best is reported).")
 _ETA = flags.DEFINE_float("eta", 0.0, "DDIM eta.")
@@ -50,14 +51,16 @@ def _inputs(model_cfg, batch: int, seed: int):
     rng = np.random.default_rng(seed)
     s = model_cfg.image_size
     img = jnp.asarray(rng.uniform(-1, 1, (batch, s, s, 3)), jnp.float32)
-    mask = jnp.zeros((batch, s, s, 1), jnp.float32).at[:, s // 2:].set(1.0)
+    mask = jnp.zeros((batch, s, s, 1), jnp.float32).at[:, s // 2 :].set(1.0)
     noise = jnp.asarray(rng.standard_normal((batch, s, s, 3)), jnp.float32)
     kwargs = dict(
-        cond_img=img * (1.0 - mask) + mask * noise, mask=mask,
+        cond_img=img * (1.0 - mask) + mask * noise,
+        mask=mask,
         ref_img=jnp.asarray(rng.uniform(-1, 1, (batch, s, s, 3 * model_cfg.nrefer)), jnp.float32),
-        indiv_mels=jnp.asarray(rng.standard_normal(
-            (batch, model_cfg.audio.audio_dim, model_cfg.audio.audio_frames_per_video)),
-            jnp.float32))
+        indiv_mels=jnp.asarray(
+            rng.standard_normal((batch, model_cfg.audio.audio_dim, model_cfg.audio.audio_frames_per_video)), jnp.float32
+        ),
+    )
     return noise, kwargs
 
 
@@ -84,8 +87,7 @@ def main(argv):
     sampler_kwargs = dict(kwargs, params=params)
 
     def run_sampler():
-        return diffusion.ddim_sample_loop(model_fn, noise, model_kwargs=sampler_kwargs,
-                                          eta=_ETA.value, rng=rng)
+        return diffusion.ddim_sample_loop(model_fn, noise, model_kwargs=sampler_kwargs, eta=_ETA.value, rng=rng)
 
     @jax.jit
     def bare_scan(x, params, kw):
@@ -93,7 +95,8 @@ def main(argv):
         # isolates the sampler's own cost from per-call dispatch.
         def body(x, t_i):
             out = model_fn(x, jnp.full((batch,), t_i, jnp.int32), params, **kw)
-            return out[..., :x.shape[-1]], None
+            return out[..., : x.shape[-1]], None
+
         return jax.lax.scan(body, x, diffusion.timestep_map[::-1])[0]
 
     def run_bare():
@@ -106,50 +109,53 @@ def main(argv):
         return jnp.concatenate([eps, jnp.zeros_like(x)], axis=-1) if diffusion.learn_sigma else eps
 
     def run_null():
-        return diffusion.ddim_sample_loop(null_model, noise, model_kwargs=sampler_kwargs,
-                                          eta=_ETA.value, rng=rng)
+        return diffusion.ddim_sample_loop(null_model, noise, model_kwargs=sampler_kwargs, eta=_ETA.value, rng=rng)
 
     compile_s = {}
-    for name, fn in (("forward", run_forward), ("bare", run_bare), ("sampler", run_sampler),
-                     ("null", run_null)):
+    for name, fn in (("forward", run_forward), ("bare", run_bare), ("sampler", run_sampler), ("null", run_null)):
         start = time.perf_counter()
         jax.block_until_ready(fn())
         compile_s[name] = time.perf_counter() - start
 
-    times = _interleaved_times({"forward": run_forward, "bare": run_bare, "sampler": run_sampler,
-                                "null": run_null}, repeats)
+    times = _interleaved_times(
+        {"forward": run_forward, "bare": run_bare, "sampler": run_sampler, "null": run_null}, repeats
+    )
     fwd = times["forward"]
     step = times["sampler"] / steps
     bare_step = times["bare"] / steps
     null_step = times["null"] / steps
-    pct = lambda a, b: 100.0 * (a - b) / b  # noqa: E731
+    pct = lambda a, b: 100.0 * (a - b) / b
     best, med = np.min, np.median
     loop_best = float(best(times["sampler"]))
 
     rows = [
-        ("config", f"{cfg.get('variant', '?')}: {model.cfg.image_size} px, "
-                   f"{model.cfg.num_channels} ch, learn_sigma={diffusion.learn_sigma}"),
+        (
+            "config",
+            f"{cfg.get('variant', '?')}: {model.cfg.image_size} px, "
+            f"{model.cfg.num_channels} ch, learn_sigma={diffusion.learn_sigma}",
+        ),
         ("sampler", f"DDIM {cfg.diffusion.timestep_respacing} ({steps} steps), eta={_ETA.value}"),
         ("devices", f"{jax.device_count()} x {jax.devices()[0].platform}"),
         ("batch (frames)", f"{batch}"),
-        ("compile forward / bare scan / sampler",
-         f"{compile_s['forward']:.2f} s / {compile_s['bare']:.2f} s / "
-         f"{compile_s['sampler']:.2f} s"),
+        (
+            "compile forward / bare scan / sampler",
+            f"{compile_s['forward']:.2f} s / {compile_s['bare']:.2f} s / {compile_s['sampler']:.2f} s",
+        ),
         ("UNet forward, 1 jitted call", f"{1e3 * best(fwd):.2f} ms / {1e3 * med(fwd):.2f} ms"),
-        ("bare scan of UNet calls, per step",
-         f"{1e3 * best(bare_step):.2f} ms / {1e3 * med(bare_step):.2f} ms"),
+        ("bare scan of UNet calls, per step", f"{1e3 * best(bare_step):.2f} ms / {1e3 * med(bare_step):.2f} ms"),
         ("sampler, per step", f"{1e3 * best(step):.2f} ms / {1e3 * med(step):.2f} ms"),
-        ("overhead vs 1 forward call",
-         f"{pct(best(step), best(fwd)):+.2f} % / {pct(med(step), med(fwd)):+.2f} %"),
-        ("overhead vs bare scan",
-         f"{pct(best(step), best(bare_step)):+.2f} % / {pct(med(step), med(bare_step)):+.2f} %"),
-        ("sampler with a null model, per step",
-         f"{1e3 * best(null_step):.3f} ms / {1e3 * med(null_step):.3f} ms"),
-        ("  = sampler-only cost vs 1 forward",
-         f"{100 * best(null_step) / best(fwd):.2f} % / {100 * med(null_step) / med(fwd):.2f} %"),
+        ("overhead vs 1 forward call", f"{pct(best(step), best(fwd)):+.2f} % / {pct(med(step), med(fwd)):+.2f} %"),
+        (
+            "overhead vs bare scan",
+            f"{pct(best(step), best(bare_step)):+.2f} % / {pct(med(step), med(bare_step)):+.2f} %",
+        ),
+        ("sampler with a null model, per step", f"{1e3 * best(null_step):.3f} ms / {1e3 * med(null_step):.3f} ms"),
+        (
+            "  = sampler-only cost vs 1 forward",
+            f"{100 * best(null_step) / best(fwd):.2f} % / {100 * med(null_step) / med(fwd):.2f} %",
+        ),
         ("full sample", f"{loop_best:.3f} s / {float(med(times['sampler'])):.3f} s"),
-        ("throughput",
-         f"{batch / loop_best:.2f} / {batch / float(med(times['sampler'])):.2f} frames/s"),
+        ("throughput", f"{batch / loop_best:.2f} / {batch / float(med(times['sampler'])):.2f} frames/s"),
     ]
     width = max(len(name) for name, _ in rows)
     print(f"\n{'sampler benchmark':<{width}} | best / median of {repeats}")
@@ -160,9 +166,11 @@ def main(argv):
     # differences also carry run-to-run noise, which on a loaded machine exceeds 2 %.
     own = 100.0 * float(best(null_step) / best(fwd))
     noise_pct = 100.0 * float((med(fwd) - best(fwd)) / best(fwd))
-    print(f"\noverhead target (< 2 %): sampler-only cost {own:.2f} % -> "
-          f"{'met' if own < 2.0 else 'NOT met'}; forward-timing spread (median vs best) "
-          f"{noise_pct:.1f} %")
+    print(
+        f"\noverhead target (< 2 %): sampler-only cost {own:.2f} % -> "
+        f"{'met' if own < 2.0 else 'NOT met'}; forward-timing spread (median vs best) "
+        f"{noise_pct:.1f} %"
+    )
 
 
 if __name__ == "__main__":

@@ -24,9 +24,9 @@ import time
 import jax
 import numpy as np
 from absl import app, flags
+from common import bench_torch, flops_of, make_inputs, timed
 from ml_collections import config_flags
 
-from common import bench_torch, flops_of, make_inputs, timed
 from diff2lip_jax import parallel
 from diff2lip_jax.cli import default_config
 from diff2lip_jax.models import UNetConfig
@@ -43,10 +43,12 @@ FLAGS = flags.FLAGS
 
 def random_batch(b: int, size: int, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
-    return dict(frames=rng.uniform(-1, 1, (b, 5, size, size, 3)).astype(np.float32),
-                ref=rng.uniform(-1, 1, (b, size, size, 3)).astype(np.float32),
-                indiv_mels=rng.standard_normal((b, 5, 80, 16)).astype(np.float32),
-                sync_mel=rng.standard_normal((b, 80, 16)).astype(np.float32))
+    return dict(
+        frames=rng.uniform(-1, 1, (b, 5, size, size, 3)).astype(np.float32),
+        ref=rng.uniform(-1, 1, (b, size, size, 3)).astype(np.float32),
+        indiv_mels=rng.standard_normal((b, 5, 80, 16)).astype(np.float32),
+        sync_mel=rng.standard_normal((b, 80, 16)).astype(np.float32),
+    )
 
 
 def main(argv):
@@ -60,9 +62,12 @@ def main(argv):
     frozen = jax.device_put(frozen, parallel.replicated(mesh))
     size = modules.model.cfg.image_size
     batch = parallel.host_to_global(random_batch(FLAGS.batch, size), mesh)
-    step = jax.jit(make_train_step(modules, cfg), donate_argnums=0,
-                   in_shardings=(shardings, parallel.replicated(mesh), parallel.batch_sharding(mesh)),
-                   out_shardings=(shardings, parallel.replicated(mesh)))
+    step = jax.jit(
+        make_train_step(modules, cfg),
+        donate_argnums=0,
+        in_shardings=(shardings, parallel.replicated(mesh), parallel.batch_sharding(mesh)),
+        out_shardings=(shardings, parallel.replicated(mesh)),
+    )
     start = time.perf_counter()
     compiled = step.lower(state, frozen, batch).compile()
     compile_s = time.perf_counter() - start
@@ -77,29 +82,39 @@ def main(argv):
     mem = compiled.memory_analysis()
     frames = FLAGS.batch * 5
     on = [k for k in ("simple", "vb", "l2", "sync", "lpips", "gan") if cfg.loss[k] > 0]
-    print(f"backend {jax.default_backend()}, {jax.device_count()} device(s), mesh {dict(mesh.shape)}, "
-          f"image {size}, batch {FLAGS.batch} sequences ({frames} frames), losses {'+'.join(on)}")
+    print(
+        f"backend {jax.default_backend()}, {jax.device_count()} device(s), mesh {dict(mesh.shape)}, "
+        f"image {size}, batch {FLAGS.batch} sequences ({frames} frames), losses {'+'.join(on)}"
+    )
     print(f"compile {compile_s:.1f} s | step {secs:.3f} s | {1 / secs:.3f} steps/s | {frames / secs:.2f} frames/s")
-    print(f"XLA cost: {flops / 1e9:.1f} GFLOP/step ({flops / 1e9 / frames:.2f} GFLOP/frame), "
-          f"{flops / 1e9 / secs:.1f} GFLOP/s achieved")
+    print(
+        f"XLA cost: {flops / 1e9:.1f} GFLOP/step ({flops / 1e9 / frames:.2f} GFLOP/frame), "
+        f"{flops / 1e9 / secs:.1f} GFLOP/s achieved"
+    )
     if mem is not None:
         total = mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes - mem.alias_size_in_bytes
-        print(f"memory (XLA estimate per device): {total / 2 ** 30:.2f} GiB "
-              f"(arguments {mem.argument_size_in_bytes / 2 ** 30:.2f}, temporaries {mem.temp_size_in_bytes / 2 ** 30:.2f})")
-    print(f"process peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20:.2f} GiB")
+        print(
+            f"memory (XLA estimate per device): {total / 2**30:.2f} GiB "
+            f"(arguments {mem.argument_size_in_bytes / 2**30:.2f}, temporaries {mem.temp_size_in_bytes / 2**30:.2f})"
+        )
+    print(f"process peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
     if FLAGS.peak_tflops:
         print(f"MFU: {100 * flops / secs / (FLAGS.peak_tflops * 1e12 * jax.device_count()):.1f}%")
     else:
         print("MFU: pass --peak_tflops (per device) to compute it")
     if FLAGS.torch_reference:
         import jax.numpy as jnp  # noqa: F401  (keeps jax first in the process)
+
         params = jax.device_get(holder[0].params)
         unet_cfg = UNetConfig.from_flags(cfg.model)
         inputs = make_inputs(unet_cfg, frames)
-        torch_s = bench_torch(FLAGS.torch_reference, cfg.model, params, unet_cfg, inputs, ["train"],
-                              FLAGS.repeats)["train"]
-        print(f"official PyTorch UNet fwd+bwd+Adam on {frames} frames: {torch_s:.3f} s "
-              f"-> torch/jax = {torch_s / secs:.2f} (>= 1: our full step is at least as fast)")
+        torch_s = bench_torch(FLAGS.torch_reference, cfg.model, params, unet_cfg, inputs, ["train"], FLAGS.repeats)[
+            "train"
+        ]
+        print(
+            f"official PyTorch UNet fwd+bwd+Adam on {frames} frames: {torch_s:.3f} s "
+            f"-> torch/jax = {torch_s / secs:.2f} (>= 1: our full step is at least as fast)"
+        )
 
 
 if __name__ == "__main__":

@@ -13,15 +13,13 @@ the ratio torch_time / jax_time is printed (> 1 means we are faster).
 
 from __future__ import annotations
 
-from absl import app, flags
-from ml_collections import config_flags
-
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
-
+from absl import app, flags
 from common import bench_torch, flops_of, make_inputs, timed
+from ml_collections import config_flags
+
 from diff2lip_jax.cli import default_config
 from diff2lip_jax.models import build_unet, init_params
 
@@ -72,22 +70,30 @@ def main(argv):
     cfg = model.cfg
     params = init_params(model, jax.random.key(0))
     inputs = make_inputs(cfg, FLAGS.batch)
-    print(f"backend {jax.default_backend()} ({jax.device_count()} device(s)), image {cfg.image_size}, "
-          f"channels {cfg.num_channels}, batch {FLAGS.batch}, "
-          f"{sum(p.size for p in jax.tree.leaves(params)):,} params")
+    print(
+        f"backend {jax.default_backend()} ({jax.device_count()} device(s)), image {cfg.image_size}, "
+        f"channels {cfg.num_channels}, batch {FLAGS.batch}, "
+        f"{sum(p.size for p in jax.tree.leaves(params)):,} params"
+    )
     ours = bench_jax(model, params, inputs, FLAGS.modes, FLAGS.repeats)
-    theirs = (bench_torch(FLAGS.torch_reference, cfg_model, params, cfg, inputs, FLAGS.modes, FLAGS.repeats)
-              if FLAGS.torch_reference else {})
-    print(f"{'mode':<9}{'jax s':>9}{'frames/s':>10}{'GFLOP/frame':>13}{'GFLOP/s':>9}"
-          + (f"{'torch s':>9}{'torch/jax':>10}" if theirs else ""))
+    theirs = (
+        bench_torch(FLAGS.torch_reference, cfg_model, params, cfg, inputs, FLAGS.modes, FLAGS.repeats)
+        if FLAGS.torch_reference
+        else {}
+    )
+    print(
+        f"{'mode':<9}{'jax s':>9}{'frames/s':>10}{'GFLOP/frame':>13}{'GFLOP/s':>9}"
+        + (f"{'torch s':>9}{'torch/jax':>10}" if theirs else "")
+    )
     for mode, (secs, flops) in ours.items():
-        row = (f"{mode:<9}{secs:>9.3f}{FLAGS.batch / secs:>10.2f}{flops / 1e9 / FLAGS.batch:>13.1f}"
-               f"{flops / 1e9 / secs:>9.1f}")
+        row = (
+            f"{mode:<9}{secs:>9.3f}{FLAGS.batch / secs:>10.2f}{flops / 1e9 / FLAGS.batch:>13.1f}"
+            f"{flops / 1e9 / secs:>9.1f}"
+        )
         if mode in theirs:
             row += f"{theirs[mode]:>9.3f}{theirs[mode] / secs:>10.2f}"
         print(row)
-    print("(train = forward + backward + Adam update; times are medians of "
-          f"{FLAGS.repeats} calls after a warm-up)")
+    print(f"(train = forward + backward + Adam update; times are medians of {FLAGS.repeats} calls after a warm-up)")
 
 
 if __name__ == "__main__":

@@ -66,14 +66,16 @@ def model_config(variant: str = "official") -> ml_collections.ConfigDict:
 
 def diffusion_config() -> ml_collections.ConfigDict:
     """The official diffusion flags: 1000 linear steps, sampled with 25 DDIM steps."""
-    return ml_collections.ConfigDict(dict(
-        diffusion_steps=1000,
-        noise_schedule="linear",
-        learn_sigma=True,
-        timestep_respacing="ddim25",
-        predict_xstart=False,
-        rescale_timesteps=False,
-    ))
+    return ml_collections.ConfigDict(
+        dict(
+            diffusion_steps=1000,
+            noise_schedule="linear",
+            learn_sigma=True,
+            timestep_respacing="ddim25",
+            predict_xstart=False,
+            rescale_timesteps=False,
+        )
+    )
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -92,44 +94,54 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     cfg.loss.face_hide_percentage = 0.5  # official: the lower half is generated
 
     tiny = variant == "tiny"
-    cfg.data = ml_collections.ConfigDict(dict(
-        dir="",  # a prepared dataset (diff2lip-preprocess --out)
-        train_split="train",
-        eval_split="val",
-        worker_count=0 if tiny else 8,
-        prefetch=2,
-    ))
-    cfg.train = ml_collections.ConfigDict(dict(
-        num_steps=300 if tiny else 500_000,
-        batch_size=4 if tiny else 64,  # global, in 5-frame sequences (64 x 5 = 320 frames)
-        lr=1e-3 if tiny else 1e-4,  # tiny: short CPU runs (L_simple 0.20 vs 0.69 after 50 demo steps at 2e-4)
-        d_lr=2e-4 if tiny else 1e-4,
-        weight_decay=0.0,
-        grad_clip=1.0,
-        warmup_steps=0 if tiny else 1000,
-        ema_rate=0.95 if tiny else 0.9999,  # tiny: 0.99 left 37% of the init weights after the demo's 100 steps
-        seed=0,
-        log_every=10 if tiny else 100,
-        checkpoint_every=100 if tiny else 5000,
-        keep_checkpoints=3,
-        sample_every=150 if tiny else 10_000,
-        sample_ddim_steps=5 if tiny else 25,
-        eval_every=150 if tiny else 10_000,
-        eval_batches=2 if tiny else 20,
-    ))
-    cfg.syncnet = ml_collections.ConfigDict(dict(
-        kind="ours",  # "ours" (diff2lip-train-syncnet workdir) or "wav2lip" (lipsync_expert.pth)
-        checkpoint="",  # workdir or .pth; "" = random weights (tests only; logged loudly)
-        base_channels=16 if tiny else 32,  # the random SyncNet's size (a checkpoint brings its own)
-        embed_dim=128 if tiny else 512,
-    ))
-    cfg.lpips = ml_collections.ConfigDict(dict(
-        mode="random" if tiny else "pretrained",  # "random" only for tests and the offline demo
-        weights_dir="",
-    ))
-    cfg.discriminator = ml_collections.ConfigDict(dict(
-        base_channels=32 if tiny else 64,
-        num_layers=2 if tiny else 3,
-    ))
+    cfg.data = ml_collections.ConfigDict(
+        dict(
+            dir="",  # a prepared dataset (diff2lip-preprocess --out)
+            train_split="train",
+            eval_split="val",
+            worker_count=0 if tiny else 8,
+            prefetch=2,
+        )
+    )
+    cfg.train = ml_collections.ConfigDict(
+        dict(
+            num_steps=300 if tiny else 500_000,
+            batch_size=4 if tiny else 64,  # global, in 5-frame sequences (64 x 5 = 320 frames)
+            lr=1e-3 if tiny else 1e-4,  # tiny: short CPU runs (L_simple 0.20 vs 0.69 after 50 demo steps at 2e-4)
+            d_lr=2e-4 if tiny else 1e-4,
+            weight_decay=0.0,
+            grad_clip=1.0,
+            warmup_steps=0 if tiny else 1000,
+            ema_rate=0.95 if tiny else 0.9999,  # tiny: 0.99 left 37% of the init weights after the demo's 100 steps
+            seed=0,
+            log_every=10 if tiny else 100,
+            checkpoint_every=100 if tiny else 5000,
+            keep_checkpoints=3,
+            sample_every=150 if tiny else 10_000,
+            sample_ddim_steps=5 if tiny else 25,
+            eval_every=150 if tiny else 10_000,
+            eval_batches=2 if tiny else 20,
+        )
+    )
+    cfg.syncnet = ml_collections.ConfigDict(
+        dict(
+            kind="ours",  # "ours" (diff2lip-train-syncnet workdir) or "wav2lip" (lipsync_expert.pth)
+            checkpoint="",  # workdir or .pth; "" = random weights (tests only; logged loudly)
+            base_channels=16 if tiny else 32,  # the random SyncNet's size (a checkpoint brings its own)
+            embed_dim=128 if tiny else 512,
+        )
+    )
+    cfg.lpips = ml_collections.ConfigDict(
+        dict(
+            mode="random" if tiny else "pretrained",  # "random" only for tests and the offline demo
+            weights_dir="",
+        )
+    )
+    cfg.discriminator = ml_collections.ConfigDict(
+        dict(
+            base_channels=32 if tiny else 64,
+            num_layers=2 if tiny else 3,
+        )
+    )
     cfg.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
     return cfg

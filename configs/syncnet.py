@@ -24,55 +24,65 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     tiny = variant == "tiny"
     cfg = ml_collections.ConfigDict()
     cfg.variant = variant
-    cfg.data = ml_collections.ConfigDict(dict(
-        dir="",  # a prepared dataset (diff2lip-preprocess --out)
-        train_split="train",
-        eval_split="val",  # held-out speakers; accuracy is measured here
-        worker_count=0 if tiny else 8,  # grain worker processes (0: threads in this process)
-        read_threads=2 if tiny else 8,
-    ))
-    cfg.model = ml_collections.ConfigDict(dict(
-        # Crops are resized to image_size; the net sees the lower halves [S/2, S].
-        # The tiny Diff2Lip works at 64 px, so its expert must too. Tiny: no residual
-        # blocks and a wide embedding (on synthetic data, residual blocks stalled at
-        # chance for hundreds of steps and a 128-d embedding plateaued lower).
-        image_size=64 if tiny else 128,
-        base_channels=16 if tiny else 32,
-        embed_dim=512,
-        num_res_blocks=0 if tiny else 2,
-        face_mult=(2, 4, 8, 16, 16),
-        audio_mult=(1, 2, 4, 8),
-    ))
-    cfg.train = ml_collections.ConfigDict(dict(
-        num_steps=3000 if tiny else 300_000,
-        batch_size=32 if tiny else 64,  # global, in (5-frame window, mel window) pairs
-        # Wav2Lip's SyncNet: Adam, 1e-4, batch 64. Tiny: 3e-4 after a warm-up (1e-3 and
-        # up plateau lower or stall at chance).
-        lr=3e-4 if tiny else 1e-4,
-        lr_schedule="cosine" if tiny else "constant",  # "constant" (Wav2Lip) or "cosine" decay to 0 at num_steps
-        warmup_steps=100 if tiny else 0,
-        seed=0,
-        log_every=100,
-        checkpoint_every=500 if tiny else 10_000,
-        eval_every=500 if tiny else 10_000,
-        eval_batches=16 if tiny else 50,  # balanced positives/negatives, fixed seed
-        keep_checkpoints=3,
-    ))
-    cfg.negatives = ml_collections.ConfigDict(dict(
-        # Negative mel windows start >= min_offset frames away from the frames' window:
-        # closer ones overlap the true audio and are ambiguous.
-        min_offset=5,
-        same_clip=True,  # False: the negative mel comes from another clip of the split
-    ))
+    cfg.data = ml_collections.ConfigDict(
+        dict(
+            dir="",  # a prepared dataset (diff2lip-preprocess --out)
+            train_split="train",
+            eval_split="val",  # held-out speakers; accuracy is measured here
+            worker_count=0 if tiny else 8,  # grain worker processes (0: threads in this process)
+            read_threads=2 if tiny else 8,
+        )
+    )
+    cfg.model = ml_collections.ConfigDict(
+        dict(
+            # Crops are resized to image_size; the net sees the lower halves [S/2, S].
+            # The tiny Diff2Lip works at 64 px, so its expert must too. Tiny: no residual
+            # blocks and a wide embedding (on synthetic data, residual blocks stalled at
+            # chance for hundreds of steps and a 128-d embedding plateaued lower).
+            image_size=64 if tiny else 128,
+            base_channels=16 if tiny else 32,
+            embed_dim=512,
+            num_res_blocks=0 if tiny else 2,
+            face_mult=(2, 4, 8, 16, 16),
+            audio_mult=(1, 2, 4, 8),
+        )
+    )
+    cfg.train = ml_collections.ConfigDict(
+        dict(
+            num_steps=3000 if tiny else 300_000,
+            batch_size=32 if tiny else 64,  # global, in (5-frame window, mel window) pairs
+            # Wav2Lip's SyncNet: Adam, 1e-4, batch 64. Tiny: 3e-4 after a warm-up (1e-3 and
+            # up plateau lower or stall at chance).
+            lr=3e-4 if tiny else 1e-4,
+            lr_schedule="cosine" if tiny else "constant",  # "constant" (Wav2Lip) or "cosine" decay to 0 at num_steps
+            warmup_steps=100 if tiny else 0,
+            seed=0,
+            log_every=100,
+            checkpoint_every=500 if tiny else 10_000,
+            eval_every=500 if tiny else 10_000,
+            eval_batches=16 if tiny else 50,  # balanced positives/negatives, fixed seed
+            keep_checkpoints=3,
+        )
+    )
+    cfg.negatives = ml_collections.ConfigDict(
+        dict(
+            # Negative mel windows start >= min_offset frames away from the frames' window:
+            # closer ones overlap the true audio and are ambiguous.
+            min_offset=5,
+            same_clip=True,  # False: the negative mel comes from another clip of the split
+        )
+    )
     # Training-time augmentation, the same for the 5 frames of a window (Augment in
     # diff2lip_jax/train/syncnet.py). Off in official (Wav2Lip has none; real data has
     # thousands of speakers); on in tiny, whose few synthetic speakers are otherwise
     # memorised (synthetic, 16 speakers: 88.3% held-out after 2000 steps without it,
     # 90.2% after 1500 with it).
-    cfg.augment = ml_collections.ConfigDict(dict(
-        max_zoom=0.15 if tiny else 0.0,
-        flip=tiny,
-        color=0.3 if tiny else 0.0,
-    ))
+    cfg.augment = ml_collections.ConfigDict(
+        dict(
+            max_zoom=0.15 if tiny else 0.0,
+            flip=tiny,
+            color=0.3 if tiny else 0.0,
+        )
+    )
     cfg.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
     return cfg

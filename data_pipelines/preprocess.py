@@ -28,15 +28,33 @@ import secrets
 import shlex
 import sys
 import time
-from typing import Optional
 
 from absl import flags
 
 PROG = "diff2lip-preprocess"
 FLAGS = flags.FLAGS
-_KEY_FLAGS = ("input", "out", "builder", "dataset_name", "face_detector", "s3fd_weights", "box", "pads", "smooth",
-              "jpeg_quality", "image_size", "num_workers", "min_frames", "min_face_rate", "split", "val_fraction",
-              "test_fraction", "first_utterance_only", "retry_failed", "beam_options")  # fmt: skip
+_KEY_FLAGS = (
+    "input",
+    "out",
+    "builder",
+    "dataset_name",
+    "face_detector",
+    "s3fd_weights",
+    "box",
+    "pads",
+    "smooth",
+    "jpeg_quality",
+    "image_size",
+    "num_workers",
+    "min_frames",
+    "min_face_rate",
+    "split",
+    "val_fraction",
+    "test_fraction",
+    "first_utterance_only",
+    "retry_failed",
+    "beam_options",
+)
 
 
 def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
@@ -44,38 +62,78 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     if "face_detector" in flag_values:
         return
     fv = dict(flag_values=flag_values)
-    flags.DEFINE_string("input", None, "Videos: a folder (searched recursively), a glob, a filelist (one path per "
-                        "line) or one video; for --builder voxceleb2/lrw the download's root folder.", **fv)
+    flags.DEFINE_string(
+        "input",
+        None,
+        "Videos: a folder (searched recursively), a glob, a filelist (one path per "
+        "line) or one video; for --builder voxceleb2/lrw the download's root folder.",
+        **fv,
+    )
     flags.DEFINE_string("out", None, "Output folder (created; must not be a file).", **fv)
-    flags.DEFINE_enum("builder", "local_videos", ["local_videos", "voxceleb2", "lrw"],
-                      "Input layout: any videos (speaker = parent folder), VoxCeleb2 (dev/mp4, test/mp4) or "
-                      "LRW (lipread_mp4/<WORD>/<split>).", **fv)
+    flags.DEFINE_enum(
+        "builder",
+        "local_videos",
+        ["local_videos", "voxceleb2", "lrw"],
+        "Input layout: any videos (speaker = parent folder), VoxCeleb2 (dev/mp4, test/mp4) or "
+        "LRW (lipread_mp4/<WORD>/<split>).",
+        **fv,
+    )
     flags.DEFINE_string("dataset_name", None, "Dataset name (folder under --out); default: the builder's name.", **fv)
-    flags.DEFINE_enum("face_detector", "cascade", ["cascade", "s3fd", "voxceleb2", "box"],
-                      "cascade: offline LBP cascade; s3fd: the official detector (--s3fd_weights); voxceleb2: the "
-                      "official fixed crop; box: a fixed --box.", **fv)
+    flags.DEFINE_enum(
+        "face_detector",
+        "cascade",
+        ["cascade", "s3fd", "voxceleb2", "box"],
+        "cascade: offline LBP cascade; s3fd: the official detector (--s3fd_weights); voxceleb2: the "
+        "official fixed crop; box: a fixed --box.",
+        **fv,
+    )
     flags.DEFINE_string("s3fd_weights", None, "Local copy of the official s3fd.pth (for --face_detector=s3fd).", **fv)
     flags.DEFINE_string("box", None, "Fixed face box 'y1,y2,x1,x2' in pixels (for --face_detector=box).", **fv)
     flags.DEFINE_string("pads", "0,0,0,0", "Pixels added to detected boxes: 'top,bottom,left,right'.", **fv)
     flags.DEFINE_boolean("smooth", True, "Smooth boxes over 5 frames, as the official code (--nosmooth: off).", **fv)
     flags.DEFINE_integer("jpeg_quality", 95, "JPEG quality of the stored crops, 1-100.", **fv)
     flags.DEFINE_integer("image_size", 128, "Side of the stored face crops in pixels.", **fv)
-    flags.DEFINE_integer("num_workers", os.cpu_count() or 1, "Processes over clips (0: in this process). With "
-                         "--face_detector=s3fd on one GPU use 1.", **fv)
+    flags.DEFINE_integer(
+        "num_workers",
+        os.cpu_count() or 1,
+        "Processes over clips (0: in this process). With --face_detector=s3fd on one GPU use 1.",
+        **fv,
+    )
     flags.DEFINE_integer("min_frames", 10, "Clips with fewer frames at 25 fps fail (at least 7).", **fv)
-    flags.DEFINE_float("min_face_rate", 0.95, "Clips where the detector finds a face in fewer than this fraction "
-                       "of frames fail (official Wav2Lip: 1.0); not checked for fixed crops.", **fv)
-    flags.DEFINE_enum("split", "auto", ["auto", "train", "val", "test"], "auto: official splits, else speakers "
-                      "held out by --val_fraction/--test_fraction; or put every clip in one split.", **fv)
+    flags.DEFINE_float(
+        "min_face_rate",
+        0.95,
+        "Clips where the detector finds a face in fewer than this fraction "
+        "of frames fail (official Wav2Lip: 1.0); not checked for fixed crops.",
+        **fv,
+    )
+    flags.DEFINE_enum(
+        "split",
+        "auto",
+        ["auto", "train", "val", "test"],
+        "auto: official splits, else speakers "
+        "held out by --val_fraction/--test_fraction; or put every clip in one split.",
+        **fv,
+    )
     flags.DEFINE_float("val_fraction", 0.05, "Fraction of speakers (without an official split) held out for val.", **fv)
-    flags.DEFINE_float("test_fraction", 0.0, "Fraction of speakers (without an official split) held out for test.",
-                       **fv)
-    flags.DEFINE_boolean("first_utterance_only", True, "VoxCeleb2: only the first utterance of each video "
-                         "(the paper's training set).", **fv)
+    flags.DEFINE_float(
+        "test_fraction", 0.0, "Fraction of speakers (without an official split) held out for test.", **fv
+    )
+    flags.DEFINE_boolean(
+        "first_utterance_only",
+        True,
+        "VoxCeleb2: only the first utterance of each video (the paper's training set).",
+        **fv,
+    )
     flags.DEFINE_boolean("retry_failed", False, "Retry clips that failed in an earlier run.", **fv)
-    flags.DEFINE_string("beam_options", None, "Process clips with Apache Beam instead of --num_workers, e.g. "
-                        "'--runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp' "
-                        "(needs apache-beam; no per-clip cache, failures are logged).", **fv)
+    flags.DEFINE_string(
+        "beam_options",
+        None,
+        "Process clips with Apache Beam instead of --num_workers, e.g. "
+        "'--runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp' "
+        "(needs apache-beam; no per-clip cache, failures are logged).",
+        **fv,
+    )
     for name in _KEY_FLAGS:  # `--help` lists the key flags of the module named by argv[0]
         flag_values.register_key_flag_for_module(sys.argv[0], flag_values[name])
 
@@ -101,8 +159,9 @@ def _options():
     if not 0.0 <= FLAGS.min_face_rate <= 1.0:
         raise ValueError(f"--min_face_rate must be in [0, 1], got {FLAGS.min_face_rate}")
     if FLAGS.min_frames < 7:
-        raise ValueError(f"--min_frames must be >= 7 (a 5-frame window after frame 0, plus a reference), "
-                         f"got {FLAGS.min_frames}")  # fmt: skip
+        raise ValueError(
+            f"--min_frames must be >= 7 (a 5-frame window after frame 0, plus a reference), got {FLAGS.min_frames}"
+        )
     if FLAGS.num_workers < 0:
         raise ValueError(f"--num_workers must be >= 0, got {FLAGS.num_workers}")
     box = _ints(FLAGS.box, "box") if FLAGS.box else None
@@ -115,16 +174,24 @@ def _options():
         if not os.path.isfile(weights):
             raise FileNotFoundError(f"--s3fd_weights={weights}: no such file")
         weights = os.path.abspath(weights)
-    return ProcessOptions(face_detector=FLAGS.face_detector, s3fd_weights=weights, box=box,
-                          pads=_ints(FLAGS.pads, "pads"), smooth=FLAGS.smooth, jpeg_quality=FLAGS.jpeg_quality,
-                          image_size=FLAGS.image_size, min_frames=FLAGS.min_frames,
-                          min_face_rate=FLAGS.min_face_rate)  # fmt: skip
+    return ProcessOptions(
+        face_detector=FLAGS.face_detector,
+        s3fd_weights=weights,
+        box=box,
+        pads=_ints(FLAGS.pads, "pads"),
+        smooth=FLAGS.smooth,
+        jpeg_quality=FLAGS.jpeg_quality,
+        image_size=FLAGS.image_size,
+        min_frames=FLAGS.min_frames,
+        min_face_rate=FLAGS.min_face_rate,
+    )
 
 
 def _write_failures(out: pathlib.Path, failed: list) -> pathlib.Path:
     path = out / "failures.jsonl"
-    lines = "".join(json.dumps({"clip_id": r.source.clip_id, "source": r.source.path, "reason": r.reason}) + "\n"
-                    for r in failed)  # fmt: skip
+    lines = "".join(
+        json.dumps({"clip_id": r.source.clip_id, "source": r.source.path, "reason": r.reason}) + "\n" for r in failed
+    )
     tmp = out / f".failures.jsonl.{secrets.token_hex(4)}.tmp"
     tmp.write_text(lines)
     os.replace(tmp, path)
@@ -158,11 +225,21 @@ def _main(argv: list[str]) -> None:
 
     kwargs = dict(first_utterance_only=FLAGS.first_utterance_only) if FLAGS.builder == "voxceleb2" else {}
     builder = make_builder(
-        FLAGS.builder, FLAGS.dataset_name, data_dir=os.fspath(out), source=FLAGS.input, options=options,
-        cache_dir=os.fspath(out / "cache"), num_workers=FLAGS.num_workers, split=FLAGS.split,
-        val_fraction=FLAGS.val_fraction, test_fraction=FLAGS.test_fraction, retry_failed=FLAGS.retry_failed,
-        log=lambda msg: print(msg, flush=True), beam=FLAGS.beam_options is not None, **kwargs,
-    )  # fmt: skip
+        FLAGS.builder,
+        FLAGS.dataset_name,
+        data_dir=os.fspath(out),
+        source=FLAGS.input,
+        options=options,
+        cache_dir=os.fspath(out / "cache"),
+        num_workers=FLAGS.num_workers,
+        split=FLAGS.split,
+        val_fraction=FLAGS.val_fraction,
+        test_fraction=FLAGS.test_fraction,
+        retry_failed=FLAGS.retry_failed,
+        log=lambda msg: print(msg, flush=True),
+        beam=FLAGS.beam_options is not None,
+        **kwargs,
+    )
     sources = builder.sources()  # input errors surface here, before anything is written
     config = dict(download_mode=tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS)
     if FLAGS.beam_options is not None:
@@ -172,16 +249,20 @@ def _main(argv: list[str]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     try:
-        builder.download_and_prepare(download_dir=os.fspath(out / "cache" / "tfds_downloads"),
-                                     download_config=tfds.download.DownloadConfig(**config))  # fmt: skip
+        builder.download_and_prepare(
+            download_dir=os.fspath(out / "cache" / "tfds_downloads"),
+            download_config=tfds.download.DownloadConfig(**config),
+        )
     finally:
         result = builder.run_result
         report = _write_failures(out, result.failed) if result is not None else None
     dataset = pathlib.Path(os.fspath(builder.data_dir))
     splits = " ".join(f"{k}={v.num_examples}" for k, v in sorted(builder.info.splits.items()))
     if result is None:  # Beam: the pipeline reports per-clip outcomes in its logs and counters
-        print(f"{PROG}: {len(sources)} clips through Beam in {time.perf_counter() - start:.0f} s; "
-              f"splits {splits}; dataset {dataset}")  # fmt: skip
+        print(
+            f"{PROG}: {len(sources)} clips through Beam in {time.perf_counter() - start:.0f} s; "
+            f"splits {splits}; dataset {dataset}"
+        )
         return
     ok = result.ok
     frames, nbytes = sum(r.num_frames for r in ok), sum(r.num_bytes for r in ok)
@@ -190,12 +271,14 @@ def _main(argv: list[str]) -> None:
     new = result.count("new", "failed")
     rate = f"{new / result.seconds:.2f} clips/s" if new else "nothing new to process"
     failed = f"{len(result.failed)} failed (reasons in {report})" if result.failed else "0 failed"
-    print(f"{PROG}: {len(ok)} clips ok ({result.count('new')} new, {result.count('cached')} reused), {failed}; "
-          f"{frames} frames, {_size(nbytes)} of JPEG + mel ({_size(nbytes / max(frames, 1))}/frame vs "
-          f"{_size(raw)} raw), {_size(stored)} stored; splits {splits}; {rate}; dataset {dataset}")  # fmt: skip
+    print(
+        f"{PROG}: {len(ok)} clips ok ({result.count('new')} new, {result.count('cached')} reused), {failed}; "
+        f"{frames} frames, {_size(nbytes)} of JPEG + mel ({_size(nbytes / max(frames, 1))}/frame vs "
+        f"{_size(raw)} raw), {_size(stored)} stored; splits {splits}; {rate}; dataset {dataset}"
+    )
 
 
-def run(argv: Optional[list[str]] = None) -> None:
+def run(argv: list[str] | None = None) -> None:
     """Console-script entry point ``diff2lip-preprocess``."""
     from diff2lip_jax.cli import run_app
 

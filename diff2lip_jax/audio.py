@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import os
 import subprocess
-from typing import Union
 
 import librosa
 import numpy as np
@@ -25,7 +24,7 @@ import soundfile
 
 from diff2lip_jax.video import MediaError, ffmpeg_error_summary, ffmpeg_exe, require_audio
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
 # -- constants shared by data preparation, training and generation ---------------------
 SAMPLE_RATE = 16000  # Hz
@@ -90,20 +89,38 @@ def load_audio(path: PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
     info = require_audio(path)
     native_sr = info.audio_sample_rate or sr
     cmd = [
-        ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error",
-        "-i", os.fspath(path),
-        "-map", "0:a:0", "-vn", "-sn", "-dn",
+        ffmpeg_exe(),
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-i",
+        os.fspath(path),
+        "-map",
+        "0:a:0",
+        "-vn",
+        "-sn",
+        "-dn",
         # rematrix_maxval=1 turns ffmpeg's stereo->mono downmix (0.707 L + 0.707 R)
         # into the plain channel mean that librosa uses.
-        "-af", "aresample=rematrix_maxval=1",
-        "-ac", "1",
+        "-af",
+        "aresample=rematrix_maxval=1",
+        "-ac",
+        "1",
         # Decode at the rate probe reported, so we know exactly what we resample from.
-        "-ar", str(native_sr),
-        "-c:a", "pcm_f32le", "-f", "f32le", "-",
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
+        "-ar",
+        str(native_sr),
+        "-c:a",
+        "pcm_f32le",
+        "-f",
+        "f32le",
+        "-",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, check=False)
     if proc.returncode != 0:
-        raise MediaError(f"{path}: cannot decode the audio ({ffmpeg_error_summary(proc.stderr)}); re-encode it, e.g. to wav")
+        raise MediaError(
+            f"{path}: cannot decode the audio ({ffmpeg_error_summary(proc.stderr)}); re-encode it, e.g. to wav"
+        )
     wav = np.frombuffer(proc.stdout, dtype="<f4")
     if wav.size == 0:
         raise MediaError(f"{path}: the audio stream decoded to 0 samples; pass a file with non-empty audio")

@@ -15,7 +15,8 @@ it when complete, so an interrupted save never leaves a readable half step.
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import numpy as np
@@ -36,11 +37,15 @@ def manager_dir(path: str) -> str:
     return path if os.path.basename(path) == CHECKPOINTS else os.path.join(path, CHECKPOINTS)
 
 
-def open_manager(path: str, *, max_to_keep: int | None = None, async_save: bool = False,
-                 item_names: tuple[str, ...] = ("params", "meta")) -> ocp.CheckpointManager:
+def open_manager(
+    path: str,
+    *,
+    max_to_keep: int | None = None,
+    async_save: bool = False,
+    item_names: tuple[str, ...] = ("params", "meta"),
+) -> ocp.CheckpointManager:
     """A CheckpointManager over `<path>/checkpoints` with the given item names."""
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                           enable_async_checkpointing=async_save)
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save)
     return ocp.CheckpointManager(manager_dir(path), options=options, item_names=item_names)
 
 
@@ -53,8 +58,13 @@ def latest_step(path: str) -> int | None:
     return max(steps) if steps else None
 
 
-def save_model(path: str, params: Mapping[str, Any], model_flags: Mapping[str, Any] | UNetConfig,
-               step: int = 0, meta: Mapping[str, Any] | None = None) -> str:
+def save_model(
+    path: str,
+    params: Mapping[str, Any],
+    model_flags: Mapping[str, Any] | UNetConfig,
+    step: int = 0,
+    meta: Mapping[str, Any] | None = None,
+) -> str:
     """Writes `params` and the model flags as step `step` of a new model directory.
 
     Refuses a directory that already holds a checkpoint (nothing a user made is
@@ -66,8 +76,9 @@ def save_model(path: str, params: Mapping[str, Any], model_flags: Mapping[str, A
     info = {"model": cfg.to_flags(), **dict(meta or {})}
     host_params = jax.tree.map(lambda a: np.asarray(jax.device_get(a), np.float32), dict(params))
     with open_manager(path) as mngr:
-        mngr.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(host_params),
-                                                meta=ocp.args.JsonSave(info)))
+        mngr.save(
+            step, args=ocp.args.Composite(params=ocp.args.StandardSave(host_params), meta=ocp.args.JsonSave(info))
+        )
         mngr.wait_until_finished()
     return os.path.join(manager_dir(path), str(step))
 
@@ -85,8 +96,7 @@ def load_model(path: str, step: int | None = None) -> tuple[dict, UNetConfig, in
     meta, step = read_meta(path, step)
     cfg = UNetConfig.from_flags(meta["model"])
     cpu = jax.sharding.SingleDeviceSharding(jax.local_devices(backend="cpu")[0])
-    abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, np.float32, sharding=cpu),
-                            abstract_params(cfg))
+    abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, np.float32, sharding=cpu), abstract_params(cfg))
     with open_manager(path) as mngr:
         restored = mngr.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract)))
     params = jax.tree.map(np.asarray, restored["params"])

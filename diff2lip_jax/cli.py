@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from absl import app, flags, logging
 
@@ -20,8 +20,14 @@ def default_config(name: str, variant: str) -> str:
 
 
 # Errors a user can fix; they print as one line, never as a traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FileExistsError,
-                                                 NotADirectoryError, PermissionError, ImportError)
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    FileNotFoundError,
+    FileExistsError,
+    NotADirectoryError,
+    PermissionError,
+    ImportError,
+)
 
 
 def one_line_errors(prog: str) -> Callable:
@@ -37,6 +43,7 @@ def one_line_errors(prog: str) -> Callable:
                 message = " ".join(str(e).split()) or type(e).__name__
                 print(f"{prog}: error: {message}", file=sys.stderr)
                 sys.exit(2)
+
         return wrapped
 
     return wrap

@@ -16,21 +16,39 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
-from diff2lip_jax.models import UNetConfig, abstract_params
+from diff2lip_jax.models import abstract_params
 
 # Registration order of the official modules (guided-diffusion's __init__s); a
 # state_dict lists its keys in this order, level by level.
 _MODULE_ORDER = [
-    "time_embed", "label_emb", "input_blocks", "input_block", "encoder_blocks", "middle_block",
-    "output_blocks", "out", "audio_encoder", "audio_encoder_to_style",
-    "in_layers", "emb_layers", "out_layers", "skip_connection", "norm", "qkv", "proj_out", "op",
-    "conv", "weight", "bias",
+    "time_embed",
+    "label_emb",
+    "input_blocks",
+    "input_block",
+    "encoder_blocks",
+    "middle_block",
+    "output_blocks",
+    "out",
+    "audio_encoder",
+    "audio_encoder_to_style",
+    "in_layers",
+    "emb_layers",
+    "out_layers",
+    "skip_connection",
+    "norm",
+    "qkv",
+    "proj_out",
+    "op",
+    "conv",
+    "weight",
+    "bias",
 ]
 _RANK = {name: i for i, name in enumerate(_MODULE_ORDER)}
 
@@ -58,8 +76,7 @@ def torch_key(flax_path: tuple[str, ...]) -> str:
 
 
 def _order(key: str) -> tuple:
-    return tuple((1, int(c)) if c.isdigit() else (0, _RANK.get(c, len(_RANK)), c)
-                 for c in key.split("."))
+    return tuple((1, int(c)) if c.isdigit() else (0, _RANK.get(c, len(_RANK)), c) for c in key.split("."))
 
 
 def _to_torch_layout(leaf_name: str, value: np.ndarray) -> np.ndarray:
@@ -98,7 +115,7 @@ def torch_to_flax(state_dict: Mapping[str, Any], model_cfg: Mapping[str, Any] | 
     Raises:
       ConversionError naming missing, unexpected or mis-shaped keys.
     """
-    sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state_dict.items()}
+    sd = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state_dict.items()}
     sd = {k: v for k, v in sd.items() if not k.endswith("num_batches_tracked")}
     template = flatten_dict(abstract_params(model_cfg))
     wanted = {torch_key(path): path for path in template}
@@ -108,13 +125,16 @@ def torch_to_flax(state_dict: Mapping[str, Any], model_cfg: Mapping[str, Any] | 
         raise ConversionError(
             f"state_dict does not match the model flags: {len(missing)} missing "
             f"(e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}); "
-            "pass the flags the checkpoint was trained with (--config.model.X=V)")
+            "pass the flags the checkpoint was trained with (--config.model.X=V)"
+        )
     flat = {}
     for key, path in wanted.items():
         value = _to_flax_layout(path[-1], _as_numpy(sd[key]))
         if value.shape != template[path].shape:
-            raise ConversionError(f"{key}: shape {tuple(_as_numpy(sd[key]).shape)} does not fit "
-                                  f"the model flags (expected flax {template[path].shape})")
+            raise ConversionError(
+                f"{key}: shape {tuple(_as_numpy(sd[key]).shape)} does not fit "
+                f"the model flags (expected flax {template[path].shape})"
+            )
         flat[path] = value
     return unflatten_dict(flat)
 
@@ -130,8 +150,10 @@ def flax_to_torch(params: Mapping[str, Any], model_cfg: Mapping[str, Any] | Any 
         template = flatten_dict(abstract_params(model_cfg))
         if set(template) != set(flat) or any(template[p].shape != np.shape(flat[p]) for p in flat):
             raise ConversionError("params do not match the model flags given to flax_to_torch")
-    out = {torch_key(path): _to_torch_layout(path[-1], np.asarray(jax.device_get(v), np.float32))
-           for path, v in flat.items()}
+    out = {
+        torch_key(path): _to_torch_layout(path[-1], np.asarray(jax.device_get(v), np.float32))
+        for path, v in flat.items()
+    }
     return {k: np.ascontiguousarray(out[k]) for k in sorted(out, key=_order)}
 
 
@@ -148,6 +170,7 @@ def load_state_dict_file(path: str) -> dict[str, np.ndarray]:
         raise FileNotFoundError(f"{path}: no such file")
     if path.endswith(".safetensors"):
         from safetensors.numpy import load_file
+
         return load_file(path)
     try:
         import torch
@@ -157,8 +180,10 @@ def load_state_dict_file(path: str) -> dict[str, np.ndarray]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
         if "GLOBAL" in str(e):  # the unpickler met a function or class reference
-            raise ConversionError(f"{path}: refused, the file holds pickled code, not just tensors; "
-                                  "re-save it as a plain state_dict of tensors") from None
+            raise ConversionError(
+                f"{path}: refused, the file holds pickled code, not just tensors; "
+                "re-save it as a plain state_dict of tensors"
+            ) from None
         raise ConversionError(f"{path}: not a readable PyTorch state_dict file") from None
     if isinstance(obj, Mapping):
         for wrapper in ("state_dict", "model", "ema"):
@@ -181,9 +206,11 @@ def save_state_dict_file(state_dict: Mapping[str, np.ndarray], path: str, overwr
     try:
         if path.endswith(".safetensors"):
             from safetensors.numpy import save_file
+
             save_file({k: np.ascontiguousarray(v) for k, v in state_dict.items()}, tmp)
         elif path.endswith((".pt", ".pth")):
             import torch
+
             torch.save({k: torch.from_numpy(np.array(v, np.float32)) for k, v in state_dict.items()}, tmp)
         else:
             raise ValueError(f"{path}: use a .pt, .pth or .safetensors file name")
@@ -195,6 +222,7 @@ def save_state_dict_file(state_dict: Mapping[str, np.ndarray], path: str, overwr
 
 # ---------------------------------------------------------------- CLI
 
+
 def _main(argv):
     from absl import app, flags
 
@@ -202,16 +230,19 @@ def _main(argv):
 
     FLAGS = flags.FLAGS
     if len(argv) != 2 or argv[1] not in ("import", "export"):
-        raise app.UsageError("usage: diff2lip-convert import --torch F --out DIR [--config=...] | "
-                             "export --checkpoint DIR --out F.pt|F.safetensors")
+        raise app.UsageError(
+            "usage: diff2lip-convert import --torch F --out DIR [--config=...] | "
+            "export --checkpoint DIR --out F.pt|F.safetensors"
+        )
     if argv[1] == "import":
         if not FLAGS.torch or not FLAGS.out:
             raise app.UsageError("import needs --torch (an official .pt/.safetensors) and --out DIR")
         model_flags = FLAGS.config.model
         sd = load_state_dict_file(FLAGS.torch)
         params = torch_to_flax(sd, model_flags)
-        where = checkpoint.save_model(FLAGS.out, params, model_flags, step=0,
-                                      meta={"source": os.path.abspath(FLAGS.torch)})
+        where = checkpoint.save_model(
+            FLAGS.out, params, model_flags, step=0, meta={"source": os.path.abspath(FLAGS.torch)}
+        )
         print(f"imported {len(sd)} tensors from {FLAGS.torch} -> {where}")
     else:
         if not FLAGS.checkpoint or not FLAGS.out:
@@ -219,8 +250,9 @@ def _main(argv):
         params, cfg, step = checkpoint.load_model(FLAGS.checkpoint, FLAGS.step)
         sd = flax_to_torch(params, cfg)
         save_state_dict_file(sd, FLAGS.out, overwrite=FLAGS.overwrite)
-        print(f"exported step {step} ({len(sd)} tensors, "
-              f"{sum(v.size for v in sd.values()):,} parameters) -> {FLAGS.out}")
+        print(
+            f"exported step {step} ({len(sd)} tensors, {sum(v.size for v in sd.values()):,} parameters) -> {FLAGS.out}"
+        )
 
 
 def run():
@@ -235,6 +267,9 @@ def run():
     flags.DEFINE_string("checkpoint", None, "export: model directory (training workdir or import output)")
     flags.DEFINE_integer("step", None, "export: step to export (default: the newest)")
     flags.DEFINE_bool("overwrite", False, "export: replace an existing --out file")
-    config_flags.DEFINE_config_file("config", cli.default_config("diff2lip", "official"),
-                                    "import: model flags (config.model); default the official model")
+    config_flags.DEFINE_config_file(
+        "config",
+        cli.default_config("diff2lip", "official"),
+        "import: model flags (config.model); default the official model",
+    )
     cli.run_app("diff2lip-convert", _main, doc=__doc__)

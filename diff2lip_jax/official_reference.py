@@ -12,7 +12,8 @@ import importlib
 import os
 import sys
 import types
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from diff2lip_jax.models.config import OFFICIAL_MODEL_FLAGS
 

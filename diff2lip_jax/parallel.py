@@ -14,7 +14,8 @@ from typing import Any
 import jax
 import numpy as np
 from absl import logging
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 BATCH_AXES = ("data", "fsdp")
 
@@ -30,15 +31,22 @@ def initialize_distributed() -> None:
         return
     coordinator = os.environ.get("JAX_COORDINATOR_ADDRESS")
     if coordinator:
-        jax.distributed.initialize(coordinator_address=coordinator,
-                                   num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
-                                   process_id=int(os.environ["JAX_PROCESS_ID"]))
+        jax.distributed.initialize(
+            coordinator_address=coordinator,
+            num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
+            process_id=int(os.environ["JAX_PROCESS_ID"]),
+        )
     elif int(os.environ.get("SLURM_NTASKS", "1")) > 1 or os.environ.get("TPU_WORKER_HOSTNAMES"):
         jax.distributed.initialize()
     else:
         return
-    logging.info("process %d of %d, %d local / %d global devices", jax.process_index(),
-                 jax.process_count(), jax.local_device_count(), jax.device_count())
+    logging.info(
+        "process %d of %d, %d local / %d global devices",
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_device_count(),
+        jax.device_count(),
+    )
 
 
 def mesh_shape(data: int, fsdp: int, num_devices: int | None = None) -> tuple[int, int]:
@@ -51,8 +59,7 @@ def mesh_shape(data: int, fsdp: int, num_devices: int | None = None) -> tuple[in
     if fsdp == -1:
         fsdp = n // data
     if data * fsdp != n:
-        raise ValueError(f"mesh: data {data} x fsdp {fsdp} != {n} devices; set mesh.data/mesh.fsdp "
-                         "(-1 takes the rest)")
+        raise ValueError(f"mesh: data {data} x fsdp {fsdp} != {n} devices; set mesh.data/mesh.fsdp (-1 takes the rest)")
     return data, fsdp
 
 
@@ -76,7 +83,7 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P(BATCH_AXES))
 
 
-def fsdp_spec(shape: tuple[int, ...], fsdp_size: int, min_size: int = 2 ** 12) -> P:
+def fsdp_spec(shape: tuple[int, ...], fsdp_size: int, min_size: int = 2**12) -> P:
     """Shards the largest dimension divisible by the fsdp size; small leaves stay replicated."""
     if fsdp_size == 1 or int(np.prod(shape, dtype=np.int64)) < min_size:
         return P()
@@ -101,8 +108,7 @@ def host_to_global(local_batch: Any, mesh: Mesh) -> Any:
     concatenation in process order, split over ("data", "fsdp").
     """
     sharding = batch_sharding(mesh)
-    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)),
-                        local_batch)
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_batch)
 
 
 def local_batch_size(global_batch_size: int) -> int:

@@ -22,14 +22,24 @@ import re
 import secrets
 import subprocess
 import tempfile
-from typing import Iterable, Iterator, Optional, Tuple, Union
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
-__all__ = ["MediaError", "VideoInfo", "ffmpeg_exe", "probe", "require_video", "require_audio",
-           "iter_frames", "read_frames", "VideoWriter", "write_video"]  # fmt: skip
+__all__ = [
+    "MediaError",
+    "VideoInfo",
+    "ffmpeg_exe",
+    "probe",
+    "require_video",
+    "require_audio",
+    "iter_frames",
+    "read_frames",
+    "VideoWriter",
+    "write_video",
+]
 
 
 class MediaError(ValueError):
@@ -134,10 +144,16 @@ def probe(path: PathLike) -> VideoInfo:
         am = re.search(r"(\d+) Hz", audio[1])
         sample_rate = int(am.group(1)) if am else 0
     return VideoInfo(
-        path=str(p), fps=fps, width=width, height=height,
-        num_frames=int(round(duration * fps)), duration=duration,
-        has_video=video is not None, has_audio=audio is not None, audio_sample_rate=sample_rate,
-    )  # fmt: skip
+        path=str(p),
+        fps=fps,
+        width=width,
+        height=height,
+        num_frames=int(round(duration * fps)),
+        duration=duration,
+        has_video=video is not None,
+        has_audio=audio is not None,
+        audio_sample_rate=sample_rate,
+    )
 
 
 def require_video(path: PathLike) -> VideoInfo:
@@ -159,7 +175,7 @@ def require_audio(path: PathLike) -> VideoInfo:
 # -- decoding ---------------------------------------------------------------------------
 
 
-def _read_ppm_header(stream) -> Optional[Tuple[bytes, int, int]]:
+def _read_ppm_header(stream) -> tuple[bytes, int, int] | None:
     """Read one binary PPM header; returns (header bytes, width, height), None at EOF.
 
     ffmpeg's PPM encoder always writes exactly "P6\\n<w> <h>\\n255\\n".
@@ -174,7 +190,7 @@ def _read_ppm_header(stream) -> Optional[Tuple[bytes, int, int]]:
     return magic + dims + maxval, width, height
 
 
-def iter_frames(path: PathLike, fps: Optional[float] = 25.0, chunk: int = 64) -> Iterator[np.ndarray]:
+def iter_frames(path: PathLike, fps: float | None = 25.0, chunk: int = 64) -> Iterator[np.ndarray]:
     """Decode a video's frames as RGB chunks, resampled to ``fps``.
 
     Any container/codec ffmpeg reads (mp4, mkv, mov, avi, webm, ...); rotation metadata
@@ -203,7 +219,7 @@ def iter_frames(path: PathLike, fps: Optional[float] = 25.0, chunk: int = 64) ->
     return _frame_chunks(path, fps, chunk)
 
 
-def _frame_chunks(path: PathLike, fps: Optional[float], chunk: int) -> Iterator[np.ndarray]:
+def _frame_chunks(path: PathLike, fps: float | None, chunk: int) -> Iterator[np.ndarray]:
     """The generator behind :func:`iter_frames` (input already validated).
 
     Frames travel as PPM images: each carries its size, so unlike rawvideo there is no
@@ -211,12 +227,27 @@ def _frame_chunks(path: PathLike, fps: Optional[float], chunk: int) -> Iterator[
     """
     vf = ["-vf", f"fps={float(fps)!r}"] if fps is not None else ["-fps_mode", "passthrough"]
     cmd = [
-        ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error",
-        "-i", os.fspath(path),
-        "-map", "0:V:0",  # capital V: the first real video stream, never cover art
-        "-an", "-sn", "-dn", *vf,
-        "-pix_fmt", "rgb24", "-c:v", "ppm", "-f", "image2pipe", "-",
-    ]  # fmt: skip
+        ffmpeg_exe(),
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-i",
+        os.fspath(path),
+        "-map",
+        "0:V:0",  # capital V: the first real video stream, never cover art
+        "-an",
+        "-sn",
+        "-dn",
+        *vf,
+        "-pix_fmt",
+        "rgb24",
+        "-c:v",
+        "ppm",
+        "-f",
+        "image2pipe",
+        "-",
+    ]
     total = 0
     # stderr goes to a temp file: a pipe we do not drain could fill up and stall ffmpeg.
     with tempfile.TemporaryFile() as errf:
@@ -259,7 +290,7 @@ def _frame_chunks(path: PathLike, fps: Optional[float], chunk: int) -> Iterator[
             proc.wait()
 
 
-def read_frames(path: PathLike, fps: Optional[float] = 25.0) -> np.ndarray:
+def read_frames(path: PathLike, fps: float | None = 25.0) -> np.ndarray:
     """All frames of a video, uint8 ``[N, H, W, 3]`` RGB (see :func:`iter_frames`).
 
     Holds the whole video in memory; prefer :func:`iter_frames` for long videos.
@@ -305,8 +336,8 @@ class VideoWriter:
         self,
         path: PathLike,
         fps: float = 25.0,
-        audio_path: Optional[PathLike] = None,
-        audio: Optional[Tuple[np.ndarray, int]] = None,
+        audio_path: PathLike | None = None,
+        audio: tuple[np.ndarray, int] | None = None,
         crf: int = 18,
         preset: str = "medium",
     ) -> None:
@@ -325,8 +356,8 @@ class VideoWriter:
         self.fps, self.crf, self.preset = float(fps), int(crf), preset
         self.num_frames = 0
         self._audio_path, self._audio = audio_path, audio
-        self._size: Optional[Tuple[int, int]] = None  # (height, width) of the first frames
-        self._proc: Optional[subprocess.Popen] = None
+        self._size: tuple[int, int] | None = None  # (height, width) of the first frames
+        self._proc: subprocess.Popen | None = None
         self._errf = tempfile.TemporaryFile()
         self._temps: list = []
         self._closed = False
@@ -362,12 +393,33 @@ class VideoWriter:
             self._video_tmp = self._temp("video")
             pad = ["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2"] if height % 2 or width % 2 else []
             cmd = [
-                ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-                "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", repr(self.fps),
-                "-i", "-", *pad,
-                "-c:v", "libx264", "-preset", self.preset, "-crf", str(self.crf), "-pix_fmt", "yuv420p",
+                ffmpeg_exe(),
+                "-hide_banner",
+                "-nostdin",
+                "-loglevel",
+                "error",
+                "-y",
+                "-f",
+                "rawvideo",
+                "-pix_fmt",
+                "rgb24",
+                "-s",
+                f"{width}x{height}",
+                "-r",
+                repr(self.fps),
+                "-i",
+                "-",
+                *pad,
+                "-c:v",
+                "libx264",
+                "-preset",
+                self.preset,
+                "-crf",
+                str(self.crf),
+                "-pix_fmt",
+                "yuv420p",
                 *self._output_args(self._video_tmp),
-            ]  # fmt: skip
+            ]
             self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._errf)
         elif frames.shape[1:3] != self._size:
             raise ValueError(f"frame size {frames.shape[1:3]} differs from the first frames' {self._size}")
@@ -379,7 +431,7 @@ class VideoWriter:
             raise self._failure("encode the video") from None
         self.num_frames += frames.shape[0]
 
-    def _audio_file(self) -> Optional[str]:
+    def _audio_file(self) -> str | None:
         """The audio input for the mux pass (in-memory audio goes through a float WAV)."""
         if self._audio is None:
             return None if self._audio_path is None else os.fspath(self._audio_path)
@@ -410,13 +462,33 @@ class VideoWriter:
             if audio_in is not None:
                 final = self._temp("mux")
                 cmd = [
-                    ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-                    "-i", str(self._video_tmp), "-i", audio_in,
-                    "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy",
+                    ffmpeg_exe(),
+                    "-hide_banner",
+                    "-nostdin",
+                    "-loglevel",
+                    "error",
+                    "-y",
+                    "-i",
+                    str(self._video_tmp),
+                    "-i",
+                    audio_in,
+                    "-map",
+                    "0:v:0",
+                    "-map",
+                    "1:a:0",
+                    "-c:v",
+                    "copy",
                     # apad: silence after short audio; -t: both streams end with the video.
-                    "-af", "apad", "-c:a", "aac", "-b:a", "128k", "-t", f"{self.num_frames / self.fps:.6f}",
+                    "-af",
+                    "apad",
+                    "-c:a",
+                    "aac",
+                    "-b:a",
+                    "128k",
+                    "-t",
+                    f"{self.num_frames / self.fps:.6f}",
                     *self._output_args(final),
-                ]  # fmt: skip
+                ]
                 self._errf.seek(0)
                 self._errf.truncate()
                 if subprocess.run(cmd, stdin=subprocess.DEVNULL, stderr=self._errf, check=False).returncode != 0:
@@ -449,7 +521,7 @@ class VideoWriter:
         if not getattr(self, "_closed", True):  # dropped unclosed: never commit
             self.abort()
 
-    def __enter__(self) -> "VideoWriter":
+    def __enter__(self) -> VideoWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -461,11 +533,11 @@ class VideoWriter:
 
 def write_video(
     path: PathLike,
-    frames: Union[np.ndarray, Iterable[np.ndarray]],
+    frames: np.ndarray | Iterable[np.ndarray],
     fps: float = 25.0,
-    audio: Optional[np.ndarray] = None,
+    audio: np.ndarray | None = None,
     sample_rate: int = 16000,
-    audio_path: Optional[PathLike] = None,
+    audio_path: PathLike | None = None,
     crf: int = 18,
 ) -> None:
     """Write uint8 RGB frames (``[N, H, W, 3]``, or an iterable of ``[n, H, W, 3]`` /

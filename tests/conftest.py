@@ -40,7 +40,12 @@ def prepared_dataset(tmp_path_factory) -> pathlib.Path:
     synthetic.generate_dataset(raw, num_clips=6, seed=3, size=(128, 128), seconds=2.0, identities=4)
     out = tmp_path_factory.mktemp("prepared_shared")
     tfds.disable_progress_bar()
-    builder = make_builder("local_videos", data_dir=str(out), source=str(raw), split="train",
-                           options=ProcessOptions(face_detector="box", box=(8, 124, 8, 120)))
+    builder = make_builder(
+        "local_videos",
+        data_dir=str(out),
+        source=str(raw),
+        split="train",
+        options=ProcessOptions(face_detector="box", box=(8, 124, 8, 120)),
+    )
     builder.download_and_prepare()
     return out

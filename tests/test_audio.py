@@ -48,7 +48,9 @@ def media(tmp_path_factory) -> dict:
     mono16 = 0.5 * (0.5 * np.sin(2 * np.pi * (f0 * t16 + 150 * t16**2)) + 0.2 * np.sin(2 * np.pi * 3 * f0 * t16))
     paths["expected16"] = mono16.astype(np.float32)
     paths["silent_video"] = d / "silent.mp4"
-    _ffmpeg("-f", "lavfi", "-i", "color=c=gray:size=32x32:rate=25:duration=1", "-c:v", "libx264", str(paths["silent_video"]))
+    _ffmpeg(
+        "-f", "lavfi", "-i", "color=c=gray:size=32x32:rate=25:duration=1", "-c:v", "libx264", str(paths["silent_video"])
+    )
     paths["text"] = d / "notes.mp3"
     paths["text"].write_text("this is not audio\n")
     paths["empty"] = d / "empty.wav"

@@ -12,8 +12,11 @@ import pytest
 torch = pytest.importorskip("torch")
 
 BIN = os.path.join(os.path.dirname(sys.executable), "diff2lip-convert")
-SMALL_FLAGS = ["--config.model.num_channels=32", "--config.model.num_res_blocks=1",
-               "--config.model.num_head_channels=16"]
+SMALL_FLAGS = [
+    "--config.model.num_channels=32",
+    "--config.model.num_res_blocks=1",
+    "--config.model.num_head_channels=16",
+]
 
 
 def convert(*args):
@@ -23,8 +26,12 @@ def convert(*args):
 @pytest.fixture(scope="module")
 def small_pt(reference_dir, tmp_path_factory):
     meta = json.loads((reference_dir / "tfg_small_golden.json").read_text())
-    sd = {k: torch.from_numpy((np.random.default_rng(zlib.crc32(k.encode())).standard_normal(s) * 0.05)
-                              .astype(np.float32)) for k, s in meta["state_dict"]}
+    sd = {
+        k: torch.from_numpy(
+            (np.random.default_rng(zlib.crc32(k.encode())).standard_normal(s) * 0.05).astype(np.float32)
+        )
+        for k, s in meta["state_dict"]
+    }
     path = tmp_path_factory.mktemp("pt") / "small.pt"
     torch.save(sd, path)
     return path, sd
@@ -49,12 +56,14 @@ def test_import_then_export_reproduces_tensors_exactly(small_pt, imported, tmp_p
     assert list(back) == list(sd)
     assert all(torch.equal(back[k], sd[k]) for k in sd)
     from safetensors.numpy import load_file
+
     st_back = load_file(st)
     assert all(np.array_equal(st_back[k], sd[k].numpy()) for k in sd)
 
 
 def test_model_flags_travel_with_the_checkpoint(imported):
     from diff2lip_jax.checkpoint import read_meta
+
     meta, step = read_meta(str(imported))
     assert step == 0
     assert meta["model"]["num_channels"] == 32 and meta["model"]["num_res_blocks"] == 1
@@ -62,7 +71,7 @@ def test_model_flags_travel_with_the_checkpoint(imported):
 
 def bad(result):
     """A user error: exit 2, one line on stderr naming the problem, no traceback."""
-    lines = [l for l in result.stderr.splitlines() if l.strip()]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2, result.stderr
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
     return lines[0]
@@ -89,8 +98,9 @@ def test_wrong_flags_name_the_mismatch_and_write_nothing(small_pt, tmp_path):
 
 def test_existing_outputs_are_never_overwritten(small_pt, imported, tmp_path):
     path, _ = small_pt
-    assert "already holds a checkpoint" in bad(convert("import", "--torch", str(path), "--out", str(imported),
-                                                       *SMALL_FLAGS))
+    assert "already holds a checkpoint" in bad(
+        convert("import", "--torch", str(path), "--out", str(imported), *SMALL_FLAGS)
+    )
     target = tmp_path / "mine.pt"
     target.write_bytes(b"user data")
     assert "exists" in bad(convert("export", "--checkpoint", str(imported), "--out", str(target)))
@@ -99,11 +109,13 @@ def test_existing_outputs_are_never_overwritten(small_pt, imported, tmp_path):
 
 def test_missing_inputs(tmp_path):
     assert "no such file" in bad(convert("import", "--torch", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "o")))
-    assert "no such directory" in bad(convert("export", "--checkpoint", str(tmp_path / "nope"),
-                                              "--out", str(tmp_path / "o.pt")))
+    assert "no such directory" in bad(
+        convert("export", "--checkpoint", str(tmp_path / "nope"), "--out", str(tmp_path / "o.pt"))
+    )
     (tmp_path / "empty").mkdir()
-    assert "holds no checkpoint" in bad(convert("export", "--checkpoint", str(tmp_path / "empty"),
-                                                "--out", str(tmp_path / "o.pt")))
+    assert "holds no checkpoint" in bad(
+        convert("export", "--checkpoint", str(tmp_path / "empty"), "--out", str(tmp_path / "o.pt"))
+    )
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a torch file")
     assert "not a readable PyTorch" in bad(convert("import", "--torch", str(junk), "--out", str(tmp_path / "o2")))

@@ -32,8 +32,13 @@ def prepared(synth_dir, tmp_path_factory) -> pathlib.Path:
     """The clips prepared into one "train" split (fixed box: fast and deterministic)."""
     out = tmp_path_factory.mktemp("prepared")
     tfds.disable_progress_bar()
-    builder = make_builder("local_videos", data_dir=str(out), source=str(synth_dir), split="train",
-                           options=ProcessOptions(face_detector="box", box=(8, 124, 8, 120)))  # fmt: skip
+    builder = make_builder(
+        "local_videos",
+        data_dir=str(out),
+        source=str(synth_dir),
+        split="train",
+        options=ProcessOptions(face_detector="box", box=(8, 124, 8, 120)),
+    )
     builder.download_and_prepare()
     assert builder.run_result.count("new") == NUM_CLIPS
     return out
@@ -44,10 +49,15 @@ def clips(prepared) -> list[dict]:
     """Per record index: clip_id, num_frames, mel and the synthetic ground truth."""
     src = d2l_data.open_split(prepared, "train")
     return [
-        {"clip_id": d2l_data.text(r["clip_id"]), "num_frames": int(r["num_frames"]), "mel": r["mel"],
-         "has_face": r["has_face"], "frames": r["frames"]}
+        {
+            "clip_id": d2l_data.text(r["clip_id"]),
+            "num_frames": int(r["num_frames"]),
+            "mel": r["mel"],
+            "has_face": r["has_face"],
+            "frames": r["frames"],
+        }
         for r in (src[i] for i in range(len(src)))
-    ]  # fmt: skip
+    ]
 
 
 def _loader(prepared, **kw):
@@ -66,9 +76,15 @@ def _same(a: list[dict], b: list[dict]) -> bool:
 
 def test_batch_shapes_dtypes_ranges(prepared):
     batch = next(_loader(prepared, global_batch_size=4))
-    expect = {"frames": ((4, 5, 128, 128, 3), np.float32), "ref": ((4, 128, 128, 3), np.float32),
-              "indiv_mels": ((4, 5, 80, 16), np.float32), "sync_mel": ((4, 80, 16), np.float32),
-              "clip_index": ((4,), np.int32), "start": ((4,), np.int32), "ref_index": ((4,), np.int32)}  # fmt: skip
+    expect = {
+        "frames": ((4, 5, 128, 128, 3), np.float32),
+        "ref": ((4, 128, 128, 3), np.float32),
+        "indiv_mels": ((4, 5, 80, 16), np.float32),
+        "sync_mel": ((4, 80, 16), np.float32),
+        "clip_index": ((4,), np.int32),
+        "start": ((4,), np.int32),
+        "ref_index": ((4,), np.int32),
+    }
     assert {k: (v.shape, v.dtype) for k, v in batch.items()} == expect
     for key in ("frames", "ref"):
         assert batch[key].min() >= -1.0 and batch[key].max() <= 1.0
@@ -98,13 +114,14 @@ def test_frames_mels_and_reference_come_from_the_record(prepared, clips):
     batch = next(_loader(prepared, global_batch_size=4, seed=5))
     for i in range(4):
         clip, s, r = clips[batch["clip_index"][i]], int(batch["start"][i]), int(batch["ref_index"][i])
-        want = d2l_data.to_unit_range(d2l_data.decode_jpegs(clip["frames"][s:s + 5]))
+        want = d2l_data.to_unit_range(d2l_data.decode_jpegs(clip["frames"][s : s + 5]))
         np.testing.assert_array_equal(batch["frames"][i], want)
         ref = d2l_data.to_unit_range(d2l_data.decode_jpegs([clip["frames"][r]]))[0]
         np.testing.assert_array_equal(batch["ref"][i], ref)
         # The official conventions, bit for bit: per-frame windows and the sync window.
-        np.testing.assert_array_equal(batch["indiv_mels"][i],
-                                      audio.frame_mel_windows(clip["mel"], clip["num_frames"])[s:s + 5])
+        np.testing.assert_array_equal(
+            batch["indiv_mels"][i], audio.frame_mel_windows(clip["mel"], clip["num_frames"])[s : s + 5]
+        )
         np.testing.assert_array_equal(batch["sync_mel"][i], audio.sync_mel_window(clip["mel"], s))
 
 
@@ -182,8 +199,10 @@ def test_eval_loader_yields_whole_clips_in_order(prepared, clips):
         assert -1.0 <= item["frames"].min() and item["frames"].max() <= 1.0
         np.testing.assert_array_equal(item["indiv_mels"], audio.frame_mel_windows(clip["mel"], n))
         assert item["boxes"].shape == (n, 4) and item["has_face"].all() and item["fps"] == 25
-    halves = [list(d2l_data.make_eval_loader(prepared, "train", shard_options=grain.sharding.ShardOptions(k, 2)))
-              for k in range(2)]  # fmt: skip
+    halves = [
+        list(d2l_data.make_eval_loader(prepared, "train", shard_options=grain.sharding.ShardOptions(k, 2)))
+        for k in range(2)
+    ]
     assert sorted(it["clip_index"] for h in halves for it in h) == list(range(NUM_CLIPS))
 
 
@@ -197,8 +216,9 @@ def test_find_dataset_dir_and_errors(prepared, tmp_path):
     with pytest.raises(ValueError, match="no split 'val'.*train"):
         d2l_data.open_split(prepared, "val")
     with pytest.raises(ValueError, match="multiple of the process count"):
-        d2l_data.make_train_loader(prepared, "train", global_batch_size=3,
-                                   shard_options=grain.sharding.ShardOptions(0, 2))  # fmt: skip
+        d2l_data.make_train_loader(
+            prepared, "train", global_batch_size=3, shard_options=grain.sharding.ShardOptions(0, 2)
+        )
 
 
 def test_valid_window_starts():

@@ -13,11 +13,18 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from diff2lip_jax.diffusion import (create_diffusion, create_diffusion_from_config,
-                                    discretized_gaussian_log_likelihood, get_named_beta_schedule,
-                                    normal_kl, respace_betas, space_timesteps, start_noise)
+from diff2lip_jax.diffusion import (
+    create_diffusion,
+    create_diffusion_from_config,
+    discretized_gaussian_log_likelihood,
+    get_named_beta_schedule,
+    normal_kl,
+    respace_betas,
+    space_timesteps,
+    start_noise,
+)
 
-GOLDEN_SAMPLE_RTOL = 1e-5   # relative L2, the reference README's bound for the sampler
+GOLDEN_SAMPLE_RTOL = 1e-5  # relative L2, the reference README's bound for the sampler
 SHARDED_ATOL = 1e-5
 
 
@@ -57,8 +64,9 @@ def golden(reference_dir):
 @pytest.fixture(scope="module")
 def golden_diffusion(golden):
     meta, _ = golden
-    return create_diffusion(meta["diffusion_steps"], meta["noise_schedule"], meta["learn_sigma"],
-                            meta["timestep_respacing"])
+    return create_diffusion(
+        meta["diffusion_steps"], meta["noise_schedule"], meta["learn_sigma"], meta["timestep_respacing"]
+    )
 
 
 def test_golden_schedule(golden, golden_diffusion):
@@ -68,8 +76,7 @@ def test_golden_schedule(golden, golden_diffusion):
     np.testing.assert_allclose(np.asarray(diff.alphas_cumprod), ref["alphas_cumprod"], rtol=1e-6)
     np.testing.assert_allclose(np.asarray(diff.betas), ref["betas"], rtol=1e-6)
     # The float64 host math matches the official float64 numbers to rounding.
-    betas64, tmap = respace_betas(get_named_beta_schedule("linear", 1000),
-                                  space_timesteps(1000, "ddim25"))
+    betas64, tmap = respace_betas(get_named_beta_schedule("linear", 1000), space_timesteps(1000, "ddim25"))
     np.testing.assert_allclose(betas64, ref["betas"], rtol=1e-12, atol=0)
     np.testing.assert_array_equal(tmap, ref["timestep_map"])
 
@@ -78,10 +85,13 @@ def test_golden_ddim_sample(golden, golden_diffusion):
     meta, ref = golden
     kwargs = dict(cond_img=nchw_to_nhwc(ref["cond_img"]), mask=nchw_to_nhwc(ref["mask"]))
     _SEEN_T.clear()
-    out = golden_diffusion.ddim_sample_loop(recording_toy_model, nchw_to_nhwc(ref["noise"]),
-                                            model_kwargs=kwargs,
-                                            clip_denoised=meta["clip_denoised"],
-                                            eta=meta["eta"])
+    out = golden_diffusion.ddim_sample_loop(
+        recording_toy_model,
+        nchw_to_nhwc(ref["noise"]),
+        model_kwargs=kwargs,
+        clip_denoised=meta["clip_denoised"],
+        eta=meta["eta"],
+    )
     jax.effects_barrier()
     seen = np.stack(_SEEN_T)
     assert seen.dtype == np.int32 and seen.shape == (25, 2)
@@ -95,14 +105,12 @@ def test_ddim_intermediates(golden, golden_diffusion):
     noise = nchw_to_nhwc(ref["noise"])
     kwargs = dict(cond_img=nchw_to_nhwc(ref["cond_img"]), mask=nchw_to_nhwc(ref["mask"]))
     plain = golden_diffusion.ddim_sample_loop(toy_model, noise, model_kwargs=kwargs)
-    out, xs, x0s = golden_diffusion.ddim_sample_loop(toy_model, noise, model_kwargs=kwargs,
-                                                     return_intermediates=5)
+    out, xs, x0s = golden_diffusion.ddim_sample_loop(toy_model, noise, model_kwargs=kwargs, return_intermediates=5)
     assert xs.shape == x0s.shape == (5,) + noise.shape
     np.testing.assert_array_equal(np.asarray(out), np.asarray(plain))
     np.testing.assert_array_equal(np.asarray(xs[0]), np.asarray(noise))
     assert float(jnp.abs(x0s).max()) <= 1.0  # clip_denoised
-    np.testing.assert_array_equal(golden_diffusion.intermediate_timesteps(5),
-                                  [960, 720, 480, 240, 0])
+    np.testing.assert_array_equal(golden_diffusion.intermediate_timesteps(5), [960, 720, 480, 240, 0])
     # At t=0 the DDIM update returns the x0 prediction itself.
     np.testing.assert_allclose(np.asarray(x0s[-1]), np.asarray(out), atol=1e-6)
 
@@ -121,14 +129,17 @@ def _sections_reference(total: int, counts: list[int]) -> list[int]:
     return steps
 
 
-@pytest.mark.parametrize("spec,expected", [
-    ("ddim50", list(range(0, 1000, 20))),
-    ("ddim25", list(range(0, 1000, 40))),
-    ("250", _sections_reference(1000, [250])),
-    ("10,20,30", _sections_reference(1000, [10, 20, 30])),
-    ("", list(range(1000))),
-    ("1000", list(range(1000))),
-])
+@pytest.mark.parametrize(
+    "spec,expected",
+    [
+        ("ddim50", list(range(0, 1000, 20))),
+        ("ddim25", list(range(0, 1000, 40))),
+        ("250", _sections_reference(1000, [250])),
+        ("10,20,30", _sections_reference(1000, [10, 20, 30])),
+        ("", list(range(1000))),
+        ("1000", list(range(1000))),
+    ],
+)
 def test_respacing(spec, expected):
     diff = create_diffusion(1000, "linear", False, spec)
     tmap = np.asarray(diff.timestep_map)
@@ -159,7 +170,7 @@ def test_beta_schedules():
     assert linear.dtype == np.float64
     np.testing.assert_allclose(linear[[0, -1]], [4 * 1e-4, 4 * 0.02], rtol=1e-12)
     cosine = get_named_beta_schedule("cosine", 100)
-    f = lambda s: math.cos((s + 0.008) / 1.008 * math.pi / 2) ** 2  # noqa: E731
+    f = lambda s: math.cos((s + 0.008) / 1.008 * math.pi / 2) ** 2
     expected = [min(1 - f((i + 1) / 100) / f(i / 100), 0.999) for i in range(100)]
     np.testing.assert_allclose(cosine, expected, rtol=1e-12)
     with pytest.raises(NotImplementedError):
@@ -199,10 +210,12 @@ def test_q_sample_and_x0_roundtrip(full_diffusion):
     ab = np.cumprod(1 - get_named_beta_schedule("linear", 1000))[np.asarray(t)][:, None, None, None]
     np.testing.assert_allclose(np.asarray(xt), np.sqrt(ab) * x0 + np.sqrt(1 - ab) * eps, atol=1e-5)
     # Inverting at large t divides by sqrt(abar) ~ 6e-3, so float32 rounding grows to ~1e-4.
-    np.testing.assert_allclose(np.asarray(full_diffusion.predict_xstart_from_eps(xt, t, eps)),
-                               np.asarray(x0), atol=2e-4)
-    np.testing.assert_allclose(np.asarray(full_diffusion.predict_eps_from_xstart(xt, t, x0)),
-                               np.asarray(eps), atol=2e-4)
+    np.testing.assert_allclose(
+        np.asarray(full_diffusion.predict_xstart_from_eps(xt, t, eps)), np.asarray(x0), atol=2e-4
+    )
+    np.testing.assert_allclose(
+        np.asarray(full_diffusion.predict_eps_from_xstart(xt, t, x0)), np.asarray(eps), atol=2e-4
+    )
 
 
 def test_posterior_matches_gaussian_product(full_diffusion):
@@ -217,10 +230,11 @@ def test_posterior_matches_gaussian_product(full_diffusion):
     # and q(x_t|x_{t-1}) = N(sqrt(1-beta) x_{t-1}, beta), normalised over x_{t-1}.
     precision = 1 / (1 - ab_prev) + (1 - beta) / beta
     var = 1 / precision
-    b = lambda a: a[:, None, None, None]  # noqa: E731
+    b = lambda a: a[:, None, None, None]
     mean = b(var) * (b(np.sqrt(ab_prev) / (1 - ab_prev)) * x0 + b(np.sqrt(1 - beta) / beta) * xt)
     got_mean, got_var, got_log = full_diffusion.q_posterior_mean_variance(
-        jnp.asarray(x0, jnp.float32), jnp.asarray(xt, jnp.float32), jnp.asarray(t))
+        jnp.asarray(x0, jnp.float32), jnp.asarray(xt, jnp.float32), jnp.asarray(t)
+    )
     np.testing.assert_allclose(np.asarray(got_mean), mean, atol=1e-5)
     np.testing.assert_allclose(np.asarray(got_var).ravel(), var, rtol=1e-5)
     np.testing.assert_allclose(np.asarray(got_log).ravel(), np.log(var), rtol=1e-5)
@@ -234,16 +248,13 @@ def test_learned_range_variance_and_xstart(full_diffusion):
     rng = np.random.default_rng(2)
     x = jnp.asarray(rng.standard_normal((3, 4, 4, 3)), jnp.float32)
     t = jnp.array([0, 5, 999])
-    for v, table in ((-1.0, full_diffusion.posterior_log_variance_clipped),
-                     (1.0, full_diffusion.log_betas)):
+    for v, table in ((-1.0, full_diffusion.posterior_log_variance_clipped), (1.0, full_diffusion.log_betas)):
         out = jnp.concatenate([jnp.zeros_like(x), jnp.full_like(x, v)], axis=-1)
         got = full_diffusion.p_mean_variance_from_output(out, x, t)["log_variance"]
-        np.testing.assert_allclose(np.asarray(got[:, 0, 0, 0]), np.asarray(table)[np.asarray(t)],
-                                   rtol=1e-6)
+        np.testing.assert_allclose(np.asarray(got[:, 0, 0, 0]), np.asarray(table)[np.asarray(t)], rtol=1e-6)
     xstart = create_diffusion(1000, "linear", False, "", predict_xstart=True)
     pred = xstart.p_mean_variance_from_output(2 * x, x, t)
-    np.testing.assert_array_equal(np.asarray(pred["pred_xstart"]),
-                                  np.clip(2 * np.asarray(x), -1, 1))
+    np.testing.assert_array_equal(np.asarray(pred["pred_xstart"]), np.clip(2 * np.asarray(x), -1, 1))
     fixed = create_diffusion(1000, "linear", False, "")
     var = fixed.p_mean_variance_from_output(x, x, t)["variance"].ravel()
     betas = np.asarray(fixed.betas)
@@ -259,12 +270,11 @@ def test_normal_kl_closed_form_and_quadrature():
     lv1, lv2 = rng.uniform(-2, 1, 5), rng.uniform(-2, 1, 5)
     got = np.asarray(normal_kl(m1, lv1, m2, lv2))
     s1, s2 = np.exp(lv1 / 2), np.exp(lv2 / 2)
-    closed = np.log(s2 / s1) + (s1 ** 2 + (m1 - m2) ** 2) / (2 * s2 ** 2) - 0.5
+    closed = np.log(s2 / s1) + (s1**2 + (m1 - m2) ** 2) / (2 * s2**2) - 0.5
     np.testing.assert_allclose(got, closed, rtol=1e-5, atol=1e-6)
     for i in range(2):
         p, q = stats.norm(m1[i], s1[i]), stats.norm(m2[i], s2[i])
-        numeric, _ = integrate.quad(lambda z: p.pdf(z) * (p.logpdf(z) - q.logpdf(z)),
-                                    -np.inf, np.inf)
+        numeric, _ = integrate.quad(lambda z, p=p, q=q: p.pdf(z) * (p.logpdf(z) - q.logpdf(z)), -np.inf, np.inf)
         assert abs(numeric - got[i]) < 1e-4
 
 
@@ -275,16 +285,19 @@ def test_discretized_log_likelihood():
     log_scales = rng.uniform(np.log(0.02), np.log(0.5), 6)
     x = jnp.broadcast_to(levels, (6, 256))
     ll = discretized_gaussian_log_likelihood(
-        x, means=jnp.broadcast_to(jnp.asarray(means, jnp.float32)[:, None], (6, 256)),
-        log_scales=jnp.broadcast_to(jnp.asarray(log_scales, jnp.float32)[:, None], (6, 256)))
+        x,
+        means=jnp.broadcast_to(jnp.asarray(means, jnp.float32)[:, None], (6, 256)),
+        log_scales=jnp.broadcast_to(jnp.asarray(log_scales, jnp.float32)[:, None], (6, 256)),
+    )
     probs = np.exp(np.asarray(ll, np.float64))
     # The bins tile the real line, so their probabilities sum to one.
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-4)
     # Interior bins against exact normal CDF differences (the tanh CDF is accurate to ~1e-3).
     edges = np.asarray(levels, np.float64)[1:-1]
     scale = np.exp(log_scales)[:, None]
-    exact = (stats.norm.cdf((edges + 1 / 255 - means[:, None]) / scale)
-             - stats.norm.cdf((edges - 1 / 255 - means[:, None]) / scale))
+    exact = stats.norm.cdf((edges + 1 / 255 - means[:, None]) / scale) - stats.norm.cdf(
+        (edges - 1 / 255 - means[:, None]) / scale
+    )
     np.testing.assert_allclose(probs[:, 1:-1], exact, atol=2e-3)
 
 
@@ -326,9 +339,12 @@ def test_ddpm_matches_numpy_reference():
     mask = np.zeros((2, 8, 8, 1))
     mask[:, 4:] = 1.0
     key = jax.random.key(5)
-    out = diff.p_sample_loop(toy_model, jnp.asarray(x, jnp.float32),
-                             dict(cond_img=jnp.asarray(cond, jnp.float32),
-                                  mask=jnp.asarray(mask, jnp.float32)), rng=key)
+    out = diff.p_sample_loop(
+        toy_model,
+        jnp.asarray(x, jnp.float32),
+        dict(cond_img=jnp.asarray(cond, jnp.float32), mask=jnp.asarray(mask, jnp.float32)),
+        rng=key,
+    )
 
     kept = sorted(space_timesteps(1000, "5"))
     ab = np.cumprod(1 - get_named_beta_schedule("linear", 1000))[kept]
@@ -341,8 +357,7 @@ def test_ddpm_matches_numpy_reference():
         frac = (0.3 + 1) / 2
         log_var = frac * np.log(betas[t]) + (1 - frac) * post_log[t]
         x0 = np.clip(np.sqrt(1 / ab[t]) * x - np.sqrt(1 / ab[t] - 1) * eps, -1, 1)
-        mean = (betas[t] * np.sqrt(ab_prev[t]) * x0
-                + (1 - ab_prev[t]) * np.sqrt(1 - betas[t]) * x) / (1 - ab[t])
+        mean = (betas[t] * np.sqrt(ab_prev[t]) * x0 + (1 - ab_prev[t]) * np.sqrt(1 - betas[t]) * x) / (1 - ab[t])
         z = np.asarray(jax.random.normal(jax.random.fold_in(key, i), x.shape))
         x = mean + (t != 0) * np.exp(0.5 * log_var) * z
     assert rel_l2(out, x) < 1e-5
@@ -358,34 +373,38 @@ def test_ddim_sharded_matches_single_device(golden_diffusion):
     b, s = 8, 16
     noise = jnp.asarray(rng.standard_normal((b, s, s, 3)), jnp.float32)
     cond = jnp.asarray(rng.uniform(-1, 1, (b, s, s, 3)), jnp.float32)
-    mask = jnp.zeros((b, s, s, 1)).at[:, s // 2:].set(1.0)
+    mask = jnp.zeros((b, s, s, 1)).at[:, s // 2 :].set(1.0)
     key = jax.random.key(11)
-    single = golden_diffusion.ddim_sample_loop(toy_model, noise, dict(cond_img=cond, mask=mask),
-                                               eta=0.5, rng=key)
+    single = golden_diffusion.ddim_sample_loop(toy_model, noise, dict(cond_img=cond, mask=mask), eta=0.5, rng=key)
     mesh = jax.make_mesh((8,), ("data",))
     sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
-    put = lambda a: jax.device_put(a, sharding)  # noqa: E731
-    sharded = golden_diffusion.ddim_sample_loop(toy_model, put(noise),
-                                                dict(cond_img=put(cond), mask=put(mask)),
-                                                eta=0.5, rng=key)
+    put = lambda a: jax.device_put(a, sharding)
+    sharded = golden_diffusion.ddim_sample_loop(
+        toy_model, put(noise), dict(cond_img=put(cond), mask=put(mask)), eta=0.5, rng=key
+    )
     assert len(sharded.sharding.device_set) == 8
     np.testing.assert_allclose(np.asarray(sharded), np.asarray(single), atol=SHARDED_ATOL)
-    assert float(jnp.abs(single - golden_diffusion.ddim_sample_loop(
-        toy_model, noise, dict(cond_img=cond, mask=mask))).max()) > 1e-3  # eta noise is used
+    assert (
+        float(
+            jnp.abs(single - golden_diffusion.ddim_sample_loop(toy_model, noise, dict(cond_img=cond, mask=mask))).max()
+        )
+        > 1e-3
+    )  # eta noise is used
 
 
 def test_shared_start_noise():
     noise = start_noise(jax.random.key(0), (4, 8, 8, 3), shared=True)
     np.testing.assert_array_equal(np.asarray(noise[0]), np.asarray(noise[3]))
-    assert not np.array_equal(np.asarray(start_noise(jax.random.key(0), (4, 8, 8, 3))[0]),
-                              np.asarray(start_noise(jax.random.key(0), (4, 8, 8, 3))[1]))
+    assert not np.array_equal(
+        np.asarray(start_noise(jax.random.key(0), (4, 8, 8, 3))[0]),
+        np.asarray(start_noise(jax.random.key(0), (4, 8, 8, 3))[1]),
+    )
 
 
 def test_sampling_from_shape(golden_diffusion):
     cond = jnp.broadcast_to(jnp.linspace(-1, 1, 8)[None, :, None, None], (3, 8, 8, 3))
     kwargs = dict(cond_img=cond, mask=jnp.ones((3, 8, 8, 1)))
-    out = golden_diffusion.ddim_sample_loop(toy_model, (3, 8, 8, 3), kwargs,
-                                            rng=jax.random.key(1), shared_noise=True)
+    out = golden_diffusion.ddim_sample_loop(toy_model, (3, 8, 8, 3), kwargs, rng=jax.random.key(1), shared_noise=True)
     # Same start noise and same conditioning: every frame comes out the same.
     np.testing.assert_allclose(np.asarray(out[0]), np.asarray(out[2]), atol=1e-6)
     with pytest.raises(ValueError):
@@ -393,8 +412,9 @@ def test_sampling_from_shape(golden_diffusion):
     with pytest.raises(ValueError):
         golden_diffusion.p_sample_loop(toy_model, jnp.zeros((3, 8, 8, 3)), kwargs)
     with pytest.raises(ValueError):
-        golden_diffusion.ddim_sample_loop(toy_model, (3, 8, 8, 3), kwargs, rng=jax.random.key(1),
-                                          return_intermediates=26)
+        golden_diffusion.ddim_sample_loop(
+            toy_model, (3, 8, 8, 3), kwargs, rng=jax.random.key(1), return_intermediates=26
+        )
 
 
 # ------------------------------------------------------------------ tiny UNet end to end
@@ -438,11 +458,14 @@ def _tiny_inputs(cfg, batch, seed):
     rng = np.random.default_rng(seed)
     s = cfg.model.image_size
     img = jnp.asarray(rng.uniform(-1, 1, (batch, s, s, 3)), jnp.float32)
-    mask = jnp.zeros((batch, s, s, 1)).at[:, s // 2:].set(1.0)
+    mask = jnp.zeros((batch, s, s, 1)).at[:, s // 2 :].set(1.0)
     noise = jnp.asarray(rng.standard_normal((batch, s, s, 3)), jnp.float32)
-    kwargs = dict(cond_img=img * (1 - mask) + mask * noise, mask=mask,
-                  ref_img=jnp.asarray(rng.uniform(-1, 1, (batch, s, s, 3)), jnp.float32),
-                  indiv_mels=jnp.asarray(rng.standard_normal((batch, 80, 16)), jnp.float32))
+    kwargs = dict(
+        cond_img=img * (1 - mask) + mask * noise,
+        mask=mask,
+        ref_img=jnp.asarray(rng.uniform(-1, 1, (batch, s, s, 3)), jnp.float32),
+        indiv_mels=jnp.asarray(rng.standard_normal((batch, 80, 16)), jnp.float32),
+    )
     return img, noise, kwargs
 
 
@@ -451,8 +474,7 @@ def test_ddpm_learned_sigma_tiny_unet(tiny_unet):
     diff = create_diffusion_from_config(cfg.diffusion, timestep_respacing="10")
     assert diff.learn_sigma and diff.num_timesteps == 10
     _, noise, kwargs = _tiny_inputs(cfg, 2, 8)
-    sample = diff.p_sample_loop(model_fn, noise, model_kwargs=dict(kwargs, params=params),
-                                rng=jax.random.key(3))
+    sample = diff.p_sample_loop(model_fn, noise, model_kwargs=dict(kwargs, params=params), rng=jax.random.key(3))
     assert sample.shape == noise.shape and sample.dtype == jnp.float32
     assert bool(jnp.isfinite(sample).all())
     assert float(jnp.abs(sample - noise).mean()) > 0.1
@@ -464,8 +486,7 @@ def test_training_losses_tiny_unet(tiny_unet):
     x0, noise, kwargs = _tiny_inputs(cfg, 2, 9)
     mask = kwargs["mask"]
     t = jnp.array([0, 600])
-    delta = jnp.asarray(np.random.default_rng(10).standard_normal(x0.shape[:-1] + (6,)),
-                        jnp.float32)
+    delta = jnp.asarray(np.random.default_rng(10).standard_normal(x0.shape[:-1] + (6,)), jnp.float32)
 
     def perturbed(x, t, params, **kw):
         # Changes every output channel, but only outside the region to generate.
@@ -474,8 +495,10 @@ def test_training_losses_tiny_unet(tiny_unet):
     @jax.jit
     def both(params):
         kw = dict(kwargs, params=params)
-        return (diff.training_losses(model_fn, x0, t, noise, kw, mask=mask),
-                diff.training_losses(perturbed, x0, t, noise, kw, mask=mask))
+        return (
+            diff.training_losses(model_fn, x0, t, noise, kw, mask=mask),
+            diff.training_losses(perturbed, x0, t, noise, kw, mask=mask),
+        )
 
     base, moved = both(params)
     assert set(base) >= {"mse", "vb", "loss", "x0_pred"}

@@ -91,8 +91,9 @@ def test_lpips_random_metric_properties(lpips_random, images):
 
 def test_lpips_random_params_layout_and_determinism():
     params = L.random_lpips_params()
-    shapes = jax.eval_shape(L.LPIPSNet().init, jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)),
-                            jnp.zeros((1, 16, 16, 3)))["params"]
+    shapes = jax.eval_shape(
+        L.LPIPSNet().init, jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)), jnp.zeros((1, 16, 16, 3))
+    )["params"]
     assert jax.tree.structure(params) == jax.tree.structure(shapes)
     assert all(a.shape == b.shape for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(shapes)))
     again = L.random_lpips_params()

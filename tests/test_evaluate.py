@@ -74,15 +74,20 @@ def test_frechet_distance_matches_direct_scipy_computation():
     for d in (4, 32, 64):
         (mu1, s1), (mu2, s2) = _random_gaussian(rng, d), _random_gaussian(rng, d)
         root1 = scipy.linalg.sqrtm(s1).real  # direct: tr (S1^1/2 S2 S1^1/2)^1/2, symmetric throughout
-        direct = np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * np.trace(
-            scipy.linalg.sqrtm(root1 @ s2 @ root1).real)
+        direct = (
+            np.sum((mu1 - mu2) ** 2)
+            + np.trace(s1)
+            + np.trace(s2)
+            - 2 * np.trace(scipy.linalg.sqrtm(root1 @ s2 @ root1).real)
+        )
         assert metrics.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(direct, rel=1e-6)
         assert metrics.frechet_distance_spectral(mu1, s1, mu2, s2) == pytest.approx(direct, rel=1e-6)
     # Diagonal covariances: |mu1 - mu2|^2 + sum (sqrt a - sqrt b)^2.
     a, b = rng.uniform(0.5, 2, 8), rng.uniform(0.5, 2, 8)
     want = 4.0 + np.sum((np.sqrt(a) - np.sqrt(b)) ** 2)
     assert metrics.frechet_distance(np.zeros(8), np.diag(a), np.full(8, 0.5 * math.sqrt(2)), np.diag(b)) == (
-        pytest.approx(want, rel=1e-9))
+        pytest.approx(want, rel=1e-9)
+    )
 
 
 def test_fid_from_features_methods_agree_including_gram_route():
@@ -93,7 +98,8 @@ def test_fid_from_features_methods_agree_including_gram_route():
     assert metrics.fid_from_features(f1, f2, "spectral") == pytest.approx(ref, rel=1e-6)
     g1, g2 = rng.standard_normal((12, 64)), rng.standard_normal((9, 64)) + 0.2  # N < D: the cross-Gram route
     assert metrics.fid_from_features(g1, g2, "spectral") == pytest.approx(
-        metrics.fid_from_features(g1, g2, "sqrtm"), rel=1e-6)
+        metrics.fid_from_features(g1, g2, "sqrtm"), rel=1e-6
+    )
     assert abs(metrics.fid_from_features(g1, g1, "spectral")) < 1e-9
     with pytest.raises(ValueError, match="N >= 2"):
         metrics.fid_from_features(g1[:1], g2)
@@ -102,7 +108,7 @@ def test_fid_from_features_methods_agree_including_gram_route():
 # --------------------------------------------------------------------------- FID Inception
 
 
-def _torch_fid_inception() -> "tnn.Module":
+def _torch_fid_inception() -> tnn.Module:
     """pytorch-fid's FID Inception (torchvision inception_v3 + FIDInceptionA/C/E_1/E_2), written out."""
 
     class B(tnn.Module):
@@ -127,9 +133,15 @@ def _torch_fid_inception() -> "tnn.Module":
             self.branch_pool = B(cin, pf, kernel_size=1)
 
         def forward(self, x):
-            return torch.cat([self.branch1x1(x), self.branch5x5_2(self.branch5x5_1(x)),
-                              self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
-                              self.branch_pool(avg(x))], 1)
+            return torch.cat(
+                [
+                    self.branch1x1(x),
+                    self.branch5x5_2(self.branch5x5_1(x)),
+                    self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
+                    self.branch_pool(avg(x)),
+                ],
+                1,
+            )
 
     class Bb(tnn.Module):
         def __init__(self, cin):
@@ -195,8 +207,17 @@ def _torch_fid_inception() -> "tnn.Module":
             s = self.branch3x3_1(x)
             d = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
             pooled = F.max_pool2d(x, 3, 1, 1) if self.max_pool else avg(x)
-            return torch.cat([self.branch1x1(x), self.branch3x3_2a(s), self.branch3x3_2b(s),
-                              self.branch3x3dbl_3a(d), self.branch3x3dbl_3b(d), self.branch_pool(pooled)], 1)
+            return torch.cat(
+                [
+                    self.branch1x1(x),
+                    self.branch3x3_2a(s),
+                    self.branch3x3_2b(s),
+                    self.branch3x3dbl_3a(d),
+                    self.branch3x3dbl_3b(d),
+                    self.branch_pool(pooled),
+                ],
+                1,
+            )
 
     class Net(tnn.Module):
         def __init__(self):
@@ -239,10 +260,13 @@ def test_inception_keys_and_pth_roundtrip(tmp_path):
     path = tmp_path / fid_lib.FID_WEIGHTS_FILE
     torch.save({k: torch.from_numpy(v) for k, v in sd.items()}, path)
     v = fid_lib.load_inception(path)
-    np.testing.assert_array_equal(v["params"]["Mixed_6b"]["branch7x7_2"]["conv"]["kernel"],
-                                  sd["Mixed_6b.branch7x7_2.conv.weight"].transpose(2, 3, 1, 0))
-    np.testing.assert_array_equal(v["batch_stats"]["Mixed_7c"]["branch_pool"]["bn"]["var"],
-                                  sd["Mixed_7c.branch_pool.bn.running_var"])
+    np.testing.assert_array_equal(
+        v["params"]["Mixed_6b"]["branch7x7_2"]["conv"]["kernel"],
+        sd["Mixed_6b.branch7x7_2.conv.weight"].transpose(2, 3, 1, 0),
+    )
+    np.testing.assert_array_equal(
+        v["batch_stats"]["Mixed_7c"]["branch_pool"]["bn"]["var"], sd["Mixed_7c.branch_pool.bn.running_var"]
+    )
     with pytest.raises(ValueError, match="missing"):
         fid_lib.variables_from_state_dict({k: v for k, v in sd.items() if "Mixed_5b" not in k})
     with pytest.raises(FileNotFoundError, match="pytorch-fid"):
@@ -265,7 +289,7 @@ def test_inception_matches_pytorch_reference_and_fid_of_identical_sets_is_zero(r
 # --------------------------------------------------------------------------- syncnet_python
 
 
-def _torch_syncnet_s(embed: int = 1024) -> "tnn.Module":
+def _torch_syncnet_s(embed: int = 1024) -> tnn.Module:
     """syncnet_python's S, layer list written out (BatchNorm eps 1e-5, eval)."""
 
     def cbr(conv, bn, cin, cout, **kw):
@@ -274,21 +298,29 @@ def _torch_syncnet_s(embed: int = 1024) -> "tnn.Module":
     c2, b2, c3, b3 = tnn.Conv2d, tnn.BatchNorm2d, tnn.Conv3d, tnn.BatchNorm3d
     s = tnn.Module()
     s.netcnnaud = tnn.Sequential(
-        *cbr(c2, b2, 1, 64, kernel_size=3, padding=1), tnn.MaxPool2d(1, 1),
-        *cbr(c2, b2, 64, 192, kernel_size=3, padding=1), tnn.MaxPool2d(3, (1, 2)),
-        *cbr(c2, b2, 192, 384, kernel_size=3, padding=1), *cbr(c2, b2, 384, 256, kernel_size=3, padding=1),
-        *cbr(c2, b2, 256, 256, kernel_size=3, padding=1), tnn.MaxPool2d(3, 2),
-        *cbr(c2, b2, 256, 512, kernel_size=(5, 4)))
+        *cbr(c2, b2, 1, 64, kernel_size=3, padding=1),
+        tnn.MaxPool2d(1, 1),
+        *cbr(c2, b2, 64, 192, kernel_size=3, padding=1),
+        tnn.MaxPool2d(3, (1, 2)),
+        *cbr(c2, b2, 192, 384, kernel_size=3, padding=1),
+        *cbr(c2, b2, 384, 256, kernel_size=3, padding=1),
+        *cbr(c2, b2, 256, 256, kernel_size=3, padding=1),
+        tnn.MaxPool2d(3, 2),
+        *cbr(c2, b2, 256, 512, kernel_size=(5, 4)),
+    )
     s.netfcaud = tnn.Sequential(tnn.Linear(512, 512), tnn.BatchNorm1d(512), tnn.ReLU(), tnn.Linear(512, embed))
     s.netfclip = tnn.Sequential(tnn.Linear(512, 512), tnn.BatchNorm1d(512), tnn.ReLU(), tnn.Linear(512, embed))
     s.netcnnlip = tnn.Sequential(
-        *cbr(c3, b3, 3, 96, kernel_size=(5, 7, 7), stride=(1, 2, 2)), tnn.MaxPool3d((1, 3, 3), (1, 2, 2)),
+        *cbr(c3, b3, 3, 96, kernel_size=(5, 7, 7), stride=(1, 2, 2)),
+        tnn.MaxPool3d((1, 3, 3), (1, 2, 2)),
         *cbr(c3, b3, 96, 256, kernel_size=(1, 5, 5), stride=(1, 2, 2), padding=(0, 1, 1)),
         tnn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1)),
         *cbr(c3, b3, 256, 256, kernel_size=(1, 3, 3), padding=(0, 1, 1)),
         *cbr(c3, b3, 256, 256, kernel_size=(1, 3, 3), padding=(0, 1, 1)),
-        *cbr(c3, b3, 256, 256, kernel_size=(1, 3, 3), padding=(0, 1, 1)), tnn.MaxPool3d((1, 3, 3), (1, 2, 2)),
-        *cbr(c3, b3, 256, 512, kernel_size=(1, 6, 6)))
+        *cbr(c3, b3, 256, 256, kernel_size=(1, 3, 3), padding=(0, 1, 1)),
+        tnn.MaxPool3d((1, 3, 3), (1, 2, 2)),
+        *cbr(c3, b3, 256, 512, kernel_size=(1, 6, 6)),
+    )
     return s.eval()
 
 
@@ -302,8 +334,9 @@ def test_syncnet_python_port_matches_pytorch_reference(tmp_path):
         elif k.endswith("running_var"):
             sd[k] = torch.from_numpy(rng.uniform(0.5, 1.5, v.shape).astype(np.float32))
         elif v.ndim > 1:
-            sd[k] = torch.from_numpy((rng.standard_normal(v.shape) * np.sqrt(2.0 / np.prod(v.shape[1:])))
-                                     .astype(np.float32))
+            sd[k] = torch.from_numpy(
+                (rng.standard_normal(v.shape) * np.sqrt(2.0 / np.prod(v.shape[1:]))).astype(np.float32)
+            )
         else:
             sd[k] = torch.from_numpy((rng.standard_normal(v.shape) * 0.1).astype(np.float32))
     net.load_state_dict(sd)
@@ -348,7 +381,7 @@ def test_syncnet_crops_follow_run_pipeline_geometry():
     assert crops.shape == (20, 224, 224, 3)
     bsi = int(30 * 1.8)
     padded = np.pad(frames[10], ((bsi, bsi), (bsi, bsi), (0, 0)), constant_values=110)
-    want = padded[int(90 + bsi - 30):int(90 + bsi + 30 * 1.8), int(110 + bsi - 42):int(110 + bsi + 42)]
+    want = padded[int(90 + bsi - 30) : int(90 + bsi + 30 * 1.8), int(110 + bsi - 42) : int(110 + bsi + 42)]
     import cv2
 
     np.testing.assert_array_equal(crops[10], cv2.resize(want, (224, 224)))
@@ -374,12 +407,12 @@ class MouthEnergyScorer:
 
     def audio_windows(self, wav, start_frames):
         n = len(wav) // 640
-        per_frame = np.pad(wav[:n * 640], (0, 640 * 8)).reshape(-1, 640).astype(np.float64)
+        per_frame = np.pad(wav[: n * 640], (0, 640 * 8)).reshape(-1, 640).astype(np.float64)
         db = 20 * np.log10(np.sqrt(np.mean(per_frame**2, axis=1) + 1e-10))
         return db[np.asarray(start_frames)[:, None] + np.arange(5)[None, :]]
 
     def embed(self, faces, audio):
-        lum = faces[:, :, faces.shape[2] // 2:].astype(np.float64).mean(axis=(2, 3, 4))
+        lum = faces[:, :, faces.shape[2] // 2 :].astype(np.float64).mean(axis=(2, 3, 4))
         return _unit(-lum), _unit(np.maximum(audio, -50.0))
 
 
@@ -402,10 +435,12 @@ def test_lse_aligned_vs_shifted_synthetic_talking_face():
     boxes = np.round(clip.face_boxes).astype(np.int64)
     scorer, k = MouthEnergyScorer(), 5
     aligned = lse.evaluate_sync(clip.frames, boxes, clip.audio, scorer)
-    late = lse.evaluate_sync(clip.frames, boxes, np.concatenate([np.zeros(640 * k, np.float32),
-                                                                 clip.audio[:-640 * k]]), scorer)
-    early = lse.evaluate_sync(clip.frames, boxes, np.concatenate([clip.audio[640 * k:],
-                                                                  np.zeros(640 * k, np.float32)]), scorer)
+    late = lse.evaluate_sync(
+        clip.frames, boxes, np.concatenate([np.zeros(640 * k, np.float32), clip.audio[: -640 * k]]), scorer
+    )
+    early = lse.evaluate_sync(
+        clip.frames, boxes, np.concatenate([clip.audio[640 * k :], np.zeros(640 * k, np.float32)]), scorer
+    )
     wrong = lse.evaluate_sync(clip.frames, boxes, other.audio, scorer)
     assert aligned.offset == 0 and late.offset == -k and early.offset == k
     assert aligned.lse_c > late.lse_c and aligned.lse_c > early.lse_c and aligned.lse_c > 2 * wrong.lse_c
@@ -462,8 +497,9 @@ def toy_data(tmp_path_factory):
     x1, y1, x2, y2 = np.mean(meta["face_boxes"], axis=0)
     box = (int(y1), int(y2), int(x1), int(x2))
     recon = root / "recon.txt"
-    recon.write_text(f"# toy\n{clips[0]} {clips[0]}\n\n{clips[1]} {clips[1]}\nid00009/gone id00009/gone\n"
-                     f"id00008/bad {clips[0]}\n")
+    recon.write_text(
+        f"# toy\n{clips[0]} {clips[0]}\n\n{clips[1]} {clips[1]}\nid00009/gone id00009/gone\nid00008/bad {clips[0]}\n"
+    )
     cross = root / "cross.txt"
     cross.write_text(f"{clips[1]} {clips[0]}\n")
     gen = root / "gen"
@@ -472,16 +508,22 @@ def toy_data(tmp_path_factory):
     for c in clips:
         shutil.copy(src / f"{c}.mp4", gen / run.generated_name(run.Pair(c, c, 0)))
     # Cross: clip 0's face with clip 1's audio (its lips move with the other voice).
-    write_video(gen / run.generated_name(run.Pair(clips[1], clips[0], 0)), read_frames(src / f"{clips[0]}.mp4"),
-                audio_path=src / f"{clips[1]}.wav")
+    write_video(
+        gen / run.generated_name(run.Pair(clips[1], clips[0], 0)),
+        read_frames(src / f"{clips[0]}.mp4"),
+        audio_path=src / f"{clips[1]}.wav",
+    )
     return dict(root=root, src=src, gen=gen, recon=recon, cross=cross, box=box)
 
 
 def test_read_filelist_and_generated_name(tmp_path, toy_data):
     pairs = run.read_filelist(toy_data["recon"])
-    assert [(p.audio_source, p.line) for p in pairs] == [("id00000/id00000_clip00000", 2),
-                                                        ("id00001/id00001_clip00000", 4), ("id00009/gone", 5),
-                                                        ("id00008/bad", 6)]
+    assert [(p.audio_source, p.line) for p in pairs] == [
+        ("id00000/id00000_clip00000", 2),
+        ("id00001/id00001_clip00000", 4),
+        ("id00009/gone", 5),
+        ("id00008/bad", 6),
+    ]
     assert run.generated_name(run.Pair("ABOUT/test/ABOUT_00001", "A/b/c", 1)) == "ABOUT.test.ABOUT_00001_A.b.c.mp4"
     bad = tmp_path / "bad.txt"
     bad.write_text("a b\nonly_one\n")
@@ -492,10 +534,23 @@ def test_read_filelist_and_generated_name(tmp_path, toy_data):
 
 def test_toy_run_reconstruction_and_cross_json_and_table(toy_data, random_inception, tmp_path):
     detector = make_detector("box", box=toy_data["box"])
-    common = dict(inception=random_inception, scorer=MouthEnergyScorer(), fid_frame_stride=8, fid_method="spectral",
-                  dataset="Toy", method="copy")
-    rec = run.evaluate_pairs(run.read_filelist(toy_data["recon"]), toy_data["gen"], toy_data["src"],
-                             "reconstruction", detector, landmarks=toy_landmarks, **common)
+    common = dict(
+        inception=random_inception,
+        scorer=MouthEnergyScorer(),
+        fid_frame_stride=8,
+        fid_method="spectral",
+        dataset="Toy",
+        method="copy",
+    )
+    rec = run.evaluate_pairs(
+        run.read_filelist(toy_data["recon"]),
+        toy_data["gen"],
+        toy_data["src"],
+        "reconstruction",
+        detector,
+        landmarks=toy_landmarks,
+        **common,
+    )
     assert (rec["num_pairs"], rec["num_evaluated"], rec["num_missing"], rec["num_failed"]) == (4, 2, 1, 1)
     assert rec["missing"] == ["id00009.gone_id00009.gone.mp4"]
     assert "not a readable media file" in rec["pairs"][3]["error"]
@@ -504,14 +559,22 @@ def test_toy_run_reconstruction_and_cross_json_and_table(toy_data, random_incept
     assert abs(m["fid"]) < 1e-3 and m["fid_frames"] == {"generated": 10, "source": 10}
     ok = [p for p in rec["pairs"] if p["status"] == "ok"]
     assert all(p["av_offset"] == 0 and p["boxes_from"] == "source" for p in ok)
-    cross = run.evaluate_pairs(run.read_filelist(toy_data["cross"]), toy_data["gen"], toy_data["src"], "cross",
-                               detector, **common)
+    cross = run.evaluate_pairs(
+        run.read_filelist(toy_data["cross"]), toy_data["gen"], toy_data["src"], "cross", detector, **common
+    )
     assert set(cross["metrics"]) == {"fid", "fid_frames", "lse_c", "lse_d"}
     assert set(cross["not_computed"]) == {"psnr", "ssim", "lmd"}
     # Lips that follow the other clip's voice: less confident, farther.
     assert cross["metrics"]["lse_c"] < m["lse_c"] and cross["metrics"]["lse_d"] > m["lse_d"], (cross, m)
-    full = run.evaluate_pairs(run.read_filelist(toy_data["recon"])[:1], toy_data["gen"], toy_data["src"],
-                              "reconstruction", detector, metrics_wanted=["psnr", "ssim"], on="full")
+    full = run.evaluate_pairs(
+        run.read_filelist(toy_data["recon"])[:1],
+        toy_data["gen"],
+        toy_data["src"],
+        "reconstruction",
+        detector,
+        metrics_wanted=["psnr", "ssim"],
+        on="full",
+    )
     assert full["metrics"] == {"psnr": math.inf, "ssim": pytest.approx(1.0)} and full["settings"]["on"] == "full"
     assert full["not_computed"] == {"fid": "not requested", "lmd": "not requested", "lse": "not requested"}
     out = tmp_path / "r.json"
@@ -529,23 +592,44 @@ def test_toy_run_reconstruction_and_cross_json_and_table(toy_data, random_incept
 
 
 def _cli(*args, env=None):
-    return subprocess.Popen([sys.executable, "-m", "diff2lip_jax.evaluate.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-m", "diff2lip_jax.evaluate.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 def test_cli_toy_run_and_bad_inputs(toy_data, tmp_path):
     (tmp_path / "toy_lms.py").write_text(  # a --landmarks plug-in: the toy model above
         "import numpy as np\n_TEMPLATE = np.stack([np.linspace(10, 60, 68), np.linspace(20, 90, 68)], axis=1)\n"
-        + inspect.getsource(toy_landmarks) + "\ndef make():\n    return toy_landmarks\n")
+        + inspect.getsource(toy_landmarks)
+        + "\ndef make():\n    return toy_landmarks\n"
+    )
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
-    base = ["--filelist", str(toy_data["recon"]), "--generated_dir", str(toy_data["gen"]),
-            "--source_dir", str(toy_data["src"])]
+    base = [
+        "--filelist",
+        str(toy_data["recon"]),
+        "--generated_dir",
+        str(toy_data["gen"]),
+        "--source_dir",
+        str(toy_data["src"]),
+    ]
     box = ",".join(map(str, toy_data["box"]))
     out = tmp_path / "res.json"
     bad_cases = {
         "mode": base + ["--mode", "sideways"],
-        "filelist": ["--filelist", str(tmp_path / "none.txt"), "--generated_dir", str(tmp_path),
-                     "--source_dir", str(tmp_path), "--mode", "cross"],
+        "filelist": [
+            "--filelist",
+            str(tmp_path / "none.txt"),
+            "--generated_dir",
+            str(tmp_path),
+            "--source_dir",
+            str(tmp_path),
+            "--mode",
+            "cross",
+        ],
         "psnr in cross": base + ["--mode", "cross", "--metrics", "psnr"],
         "fid without weights": base + ["--mode", "reconstruction", "--metrics", "fid"],
         "generated_dir": base[:3] + [str(tmp_path / "missing_dir")] + base[4:] + ["--mode", "cross"],
@@ -560,11 +644,34 @@ def test_cli_toy_run_and_bad_inputs(toy_data, tmp_path):
         lines = stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("diff2lip-evaluate: error:"), (name, stderr)
         errors[name] = stderr
-    assert fid_lib.FID_WEIGHTS_FILE in errors["fid without weights"] and "github.com/mseitzer" in errors[
-        "fid without weights"]
-    good = _cli(*base, "--mode", "reconstruction", "--face_detector", "box", "--box", box, "--out", str(out),
-                "--fid_weights", "random", "--fid_method", "spectral", "--fid_frame_stride", "20",
-                "--fid_batch_size", "2", "--landmarks", "toy_lms:make", "--max_pairs", "2", env=env)
+    assert (
+        fid_lib.FID_WEIGHTS_FILE in errors["fid without weights"]
+        and "github.com/mseitzer" in errors["fid without weights"]
+    )
+    good = _cli(
+        *base,
+        "--mode",
+        "reconstruction",
+        "--face_detector",
+        "box",
+        "--box",
+        box,
+        "--out",
+        str(out),
+        "--fid_weights",
+        "random",
+        "--fid_method",
+        "spectral",
+        "--fid_frame_stride",
+        "20",
+        "--fid_batch_size",
+        "2",
+        "--landmarks",
+        "toy_lms:make",
+        "--max_pairs",
+        "2",
+        env=env,
+    )
     stdout, stderr = good.communicate(timeout=300)
     assert good.returncode == 0, stderr
     assert "RANDOM Inception weights" in stderr and "LSE not computed" in stderr

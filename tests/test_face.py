@@ -103,10 +103,10 @@ def _prior_box(stride, h, w, loc):
 
 def test_postprocess_decodes_planted_anchor_and_suppresses_duplicate():
     sizes = [(16, 16), (8, 8), (4, 4), (2, 2), (1, 1), (1, 1)]
-    best = (1, 3, 5, 6.0, (0.5, -0.25, 0.3, -0.2))       # stride 8, score sigmoid(6)
-    dup = (1, 3, 6, 4.0, (-1.8, -0.25, 0.3, -0.2))        # next cell, shifted back onto `best`
-    far = (3, 0, 0, 3.0, (0.0, 0.0, 0.0, 0.0))            # stride 32, 128 px: IoU with `best` ~0.06
-    weak = (0, 15, 15, -0.2, (0.0, 0.0, 0.0, 0.0))        # score ~0.45: a candidate, not a face
+    best = (1, 3, 5, 6.0, (0.5, -0.25, 0.3, -0.2))  # stride 8, score sigmoid(6)
+    dup = (1, 3, 6, 4.0, (-1.8, -0.25, 0.3, -0.2))  # next cell, shifted back onto `best`
+    far = (3, 0, 0, 3.0, (0.0, 0.0, 0.0, 0.0))  # stride 32, 128 px: IoU with `best` ~0.06
+    weak = (0, 15, 15, -0.2, (0.0, 0.0, 0.0, 0.0))  # score ~0.45: a candidate, not a face
     scores, boxes = face.decode_outputs(_synthetic_outputs(sizes, [best, dup, far, weak]))
     dets = face.select_detections(np.asarray(scores), np.asarray(boxes))
     assert len(dets) == 1 and dets[0].shape == (2, 5)
@@ -162,7 +162,7 @@ def test_cascade_finds_real_face_on_canvas(cascade):
     scale, (oy, ox) = 0.75, (120, 300)
     small = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
     canvas = np.full((600, 800, 3), 90, np.uint8)
-    canvas[oy:oy + small.shape[0], ox:ox + small.shape[1]] = small
+    canvas[oy : oy + small.shape[0], ox : ox + small.shape[1]] = small
     blank = np.full_like(canvas, 90)
     boxes2, found2 = cascade(np.stack([canvas, blank]))
     assert found2.tolist() == [True, False]
@@ -178,7 +178,7 @@ def official_smoothing(boxes: np.ndarray, window: int) -> np.ndarray:
     """The official loop's semantics: in place on an int array, tail windows fixed at the end."""
     b = np.array(boxes, np.int64)
     for i in range(len(b)):
-        win = b[len(b) - window:] if i + window > len(b) else b[i:i + window]
+        win = b[len(b) - window :] if i + window > len(b) else b[i : i + window]
         b[i] = np.mean(win, axis=0)
     return b
 
@@ -231,7 +231,7 @@ def test_detect_faces_pads_clamps_fills_and_smooths():
     found[[4, 8]] = False
     track = face.detect_faces(frames, _PlantedDetector(boxes, found), pads="2,10,20,0", smooth=False, max_gap=1)
     assert track.has_face.all() and track.boxes.dtype == np.int64
-    assert track.boxes[0].tolist() == [0, 3, 70, 60]          # x1 and y2 clamped
+    assert track.boxes[0].tolist() == [0, 3, 70, 60]  # x1 and y2 clamped
     assert track.boxes[4].tolist() == track.boxes[3].tolist()  # tie -> earlier frame
     assert track.official_boxes()[0].tolist() == [3, 60, 0, 70]
     smoothed = face.detect_faces(frames, _PlantedDetector(boxes, found), pads="2,10,20,0", max_gap=1)
@@ -250,7 +250,7 @@ def test_voxceleb2_crop_numbers():
     track = face.detect_faces(frames, face.make_detector("voxceleb2"), pads=(50, 50, 50, 50))
     assert track.has_face.all() and (track.boxes == [72, 0, 248, 181]).all()  # pads do not apply
     x1, y1, x2, y2 = track.boxes[0]
-    official = frames[0][:-int(256 * 2.36 / 8), int(320 * 1.8 / 8):-int(320 * 1.8 / 8)]
+    official = frames[0][: -int(256 * 2.36 / 8), int(320 * 1.8 / 8) : -int(320 * 1.8 / 8)]
     np.testing.assert_array_equal(frames[0][y1:y2, x1:x2], official)
 
 
@@ -277,8 +277,9 @@ def test_crop_and_paste_round_trip():
     boxes = np.array([[170, 60, 290, 190], [150, 40, 300, 170]])
     crops = face.crop_and_resize(frames, boxes, size=128)
     assert crops.shape == (2, 128, 128, 3) and crops.dtype == np.uint8
-    np.testing.assert_array_equal(crops[0], cv2.resize(photo[60:190, 170:290], (128, 128),
-                                                       interpolation=cv2.INTER_LINEAR))
+    np.testing.assert_array_equal(
+        crops[0], cv2.resize(photo[60:190, 170:290], (128, 128), interpolation=cv2.INTER_LINEAR)
+    )
     pasted = face.paste_back(frames, crops, boxes)
     assert (frames[0] == photo).all()  # inputs untouched
     for i, (x1, y1, x2, y2) in enumerate(boxes):

@@ -18,8 +18,8 @@ import pytest
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from diff2lip_jax.audio import SAMPLE_RATE, load_audio, save_wav
-from diff2lip_jax.generate import generate, pingpong_source
 from diff2lip_jax.generate import frames as frames_lib
+from diff2lip_jax.generate import generate, pingpong_source
 from diff2lip_jax.generate import model as model_lib
 from diff2lip_jax.video import MediaError, VideoWriter, probe, read_frames
 
@@ -80,14 +80,19 @@ def clip(tmp_path_factory):
     x1 = int(cx - SIZE // 2)
     box = (y2 - SIZE, y2, x1, x1 + SIZE)
     assert mouths[:, 1].min() >= box[0] + SIZE // 2 and mouths[:, 3].max() <= box[1]  # mouth in the lower half
-    return dict(video=root / entry["video"], audio=root / entry["audio"], box=box,
-                frames=read_frames(root / entry["video"]).astype(np.float32))
+    return dict(
+        video=root / entry["video"],
+        audio=root / entry["audio"],
+        box=box,
+        frames=read_frames(root / entry["video"]).astype(np.float32),
+    )
 
 
 def run(clip, out, checkpoint, video=None, audio=None, **kw):
     """`generate` with the module's defaults: the clip, its box, short DDIM, batches of 8."""
-    args = dict(checkpoint=checkpoint, ddim_steps=DDIM, face_detector="box", box=clip["box"], batch_size=BATCH,
-                progress=False)
+    args = dict(
+        checkpoint=checkpoint, ddim_steps=DDIM, face_detector="box", box=clip["box"], batch_size=BATCH, progress=False
+    )
     args.update(kw)
     return generate(video or clip["video"], audio or clip["audio"], out, **args)
 
@@ -150,7 +155,7 @@ def test_pingpong_when_audio_outlasts_video(clip, model_dir, tmp_path):
     assert stats["pingpong"] and stats["video_frames"] == n
     assert len(produced) == stats["num_frames"] == round(len(load_audio(long_audio)) / SAMPLE_RATE * 25) > 2 * n
     sources = pingpong_source(np.arange(len(produced)), n)
-    assert list(sources[n - 2: n + 2]) == [n - 2, n - 1, n - 2, n - 3]
+    assert list(sources[n - 2 : n + 2]) == [n - 2, n - 1, n - 2, n - 3]
     outside, upper, _ = regions(produced, clip["frames"][sources], clip["box"])
     assert outside < ENCODING_TOL and upper < ENCODING_TOL, (outside, upper)
     back = np.arange(n, 2 * n - 2)  # the backward leg mirrors the forward one
@@ -168,7 +173,7 @@ def ffmpeg_children():
             stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
         except OSError:
             continue
-        comm, rest = stat[stat.index("(") + 1: stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+        comm, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
         if rest[0] != "Z" and int(rest[1]) == os.getpid() and "ffmpeg" in comm:
             found.append(int(pid))
     return found
@@ -280,8 +285,7 @@ def test_exported_pt_drives_generate(clip, model_dir, cross_run, tmp_path):
     stats = run(clip, out, pt, config=tiny_config())
     assert stats["sampler_traces"] == 0  # the same flags reuse the compiled sampler
     reference, _ = cross_run
-    np.testing.assert_allclose(read_frames(out).astype(np.float32), read_frames(reference).astype(np.float32),
-                               atol=2)
+    np.testing.assert_allclose(read_frames(out).astype(np.float32), read_frames(reference).astype(np.float32), atol=2)
 
 
 # -- bad inputs: one-line errors, nothing left behind -------------------------------------
@@ -326,8 +330,13 @@ def test_bad_inputs_raise_and_leave_nothing(clip, model_dir, tmp_path):
 
 def cli(*args):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    return subprocess.run([sys.executable, "-m", "diff2lip_jax.generate", *map(str, args)], capture_output=True,
-                          text=True, timeout=300, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "diff2lip_jax.generate", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
 
 
 def one_line_error(result):
@@ -344,8 +353,19 @@ def test_cli_bad_inputs_exit_2_with_one_line(clip, model_dir, tmp_path):
         w.write(clip["frames"][:5].astype(np.uint8))
     outdir = tmp_path / "outs"
     outdir.mkdir()
-    common = ["--checkpoint", model_dir, "--out", outdir / "o.mp4", "--face_detector", "box",
-              "--box", ",".join(map(str, clip["box"])), "--ddim_steps", DDIM, "--noprogress"]
+    common = [
+        "--checkpoint",
+        model_dir,
+        "--out",
+        outdir / "o.mp4",
+        "--face_detector",
+        "box",
+        "--box",
+        ",".join(map(str, clip["box"])),
+        "--ddim_steps",
+        DDIM,
+        "--noprogress",
+    ]
     line = one_line_error(cli("--video", tmp_path / "missing.mp4", "--audio", clip["audio"], *common))
     assert "no such file" in line
     line = one_line_error(cli("--video", clip["video"], "--audio", silent, *common))

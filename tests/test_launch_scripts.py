@@ -21,11 +21,14 @@ def test_bash_syntax(script):
     subprocess.run(["bash", "-n", script], check=True)
 
 
-@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed (.ci/run installs it "
-                    "from Debian's packages; apt-get install shellcheck)")
+@pytest.mark.skipif(
+    shutil.which("shellcheck") is None,
+    reason="shellcheck is not installed (.ci/run installs it from Debian's packages; apt-get install shellcheck)",
+)
 def test_shellcheck():
-    result = subprocess.run(["shellcheck", "-x", *[os.path.relpath(s, REPO) for s in SCRIPTS]], cwd=REPO,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        ["shellcheck", "-x", *[os.path.relpath(s, REPO) for s in SCRIPTS]], cwd=REPO, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout
 
 

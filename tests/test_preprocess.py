@@ -15,8 +15,15 @@ import pytest
 import tensorflow_datasets as tfds
 
 from data_pipelines import synthetic
-from data_pipelines.builders import (ClipSource, ProcessOptions, assign_splits, local_video_sources, make_builder,
-                                     process, voxceleb2_sources)
+from data_pipelines.builders import (
+    ClipSource,
+    ProcessOptions,
+    assign_splits,
+    local_video_sources,
+    make_builder,
+    process,
+    voxceleb2_sources,
+)
 from diff2lip_jax import audio, face
 from diff2lip_jax import data as d2l_data
 from diff2lip_jax.video import read_frames, write_video
@@ -101,8 +108,9 @@ def test_chunked_detection_and_second_pass_equal_detect_faces(synth_dir, monkeyp
     # min_face_rate=0: keep the clip although half its frames have no detection (gap filling is under test)
     opts = ProcessOptions(face_detector="cascade", pads=(1, 5, 2, 3), min_face_rate=0.0)
     kept = process.process_clip(src, opts, _FakeDetector())
-    redecoded = process.process_clip(src, ProcessOptions(pads=(1, 5, 2, 3), buffer_bytes=0, min_face_rate=0.0),
-                                     _FakeDetector())
+    redecoded = process.process_clip(
+        src, ProcessOptions(pads=(1, 5, 2, 3), buffer_bytes=0, min_face_rate=0.0), _FakeDetector()
+    )
     track = face.detect_faces(read_frames(src.path), _FakeDetector(), pads=(1, 5, 2, 3))
     np.testing.assert_array_equal(kept["boxes"], track.boxes)
     np.testing.assert_array_equal(kept["has_face"], track.has_face)
@@ -140,10 +148,12 @@ def test_rerun_skips_finished_clips(messy_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(process, "process_clip", lambda *a, **k: calls.append(a[0].clip_id) or real(*a, **k))
 
     def run(**kw):
-        builder = make_builder("local_videos", data_dir=str(tmp_path), source=str(messy_dir), options=BOX,
-                               split="train", **kw)  # fmt: skip
-        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-            download_mode=tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS))  # fmt: skip
+        builder = make_builder(
+            "local_videos", data_dir=str(tmp_path), source=str(messy_dir), options=BOX, split="train", **kw
+        )
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(download_mode=tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS)
+        )
         return builder
 
     first = run()
@@ -201,9 +211,11 @@ def test_cli_end_to_end_with_cascade_and_failure_report(synth_dir, tmp_path):
 @pytest.mark.parametrize("case", ["missing_input", "out_is_file", "empty_input"])
 def test_cli_bad_input_is_one_line_exit_2_nothing_written(case, tmp_path, synth_dir):
     out = tmp_path / "out"
-    args = {"missing_input": ["--input", str(tmp_path / "nope"), "--out", str(out)],
-            "out_is_file": ["--input", str(synth_dir), "--out", str(synth_dir / "manifest.json")],
-            "empty_input": ["--input", str(tmp_path), "--out", str(out)]}[case]  # fmt: skip
+    args = {
+        "missing_input": ["--input", str(tmp_path / "nope"), "--out", str(out)],
+        "out_is_file": ["--input", str(synth_dir), "--out", str(synth_dir / "manifest.json")],
+        "empty_input": ["--input", str(tmp_path), "--out", str(out)],
+    }[case]
     proc = _cli(*args)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
@@ -219,14 +231,24 @@ def _tree(root: pathlib.Path, synth_dir: pathlib.Path, rel_paths: list[str]) -> 
 
 def test_voxceleb2_builder_on_official_layout(synth_dir, tmp_path):
     vox = tmp_path / "vox2"
-    _tree(vox, synth_dir, ["dev/mp4/id00001/vidAAAAAAA/00001.mp4", "dev/mp4/id00001/vidAAAAAAA/00002.mp4",
-                           "dev/mp4/id00001/vidBBBBBBB/00003.mp4", "dev/mp4/id00002/vidCCCCCCC/00001.mp4",
-                           "test/mp4/id00003/vidDDDDDDD/00001.mp4"])  # fmt: skip
+    _tree(
+        vox,
+        synth_dir,
+        [
+            "dev/mp4/id00001/vidAAAAAAA/00001.mp4",
+            "dev/mp4/id00001/vidAAAAAAA/00002.mp4",
+            "dev/mp4/id00001/vidBBBBBBB/00003.mp4",
+            "dev/mp4/id00002/vidCCCCCCC/00001.mp4",
+            "test/mp4/id00003/vidDDDDDDD/00001.mp4",
+        ],
+    )
     assert len(voxceleb2_sources(vox, first_utterance_only=False)) == 5
     builder = make_builder("voxceleb2", data_dir=str(tmp_path / "out"), source=str(vox), options=BOX, val_fraction=0.5)
     builder.download_and_prepare()
-    ids = {split: sorted(d2l_data.text(r["clip_id"]) for r in d2l_data.open_split(tmp_path / "out", split))
-           for split in builder.info.splits}  # fmt: skip
+    ids = {
+        split: sorted(d2l_data.text(r["clip_id"]) for r in d2l_data.open_split(tmp_path / "out", split))
+        for split in builder.info.splits
+    }
     # First utterance per video (00003 where 00001 is missing); one of the two dev speakers held out for val.
     assert ids["test"] == ["id00003/vidDDDDDDD/00001"]
     dev = sorted(ids["train"] + ids["val"])
@@ -239,8 +261,16 @@ def test_voxceleb2_builder_on_official_layout(synth_dir, tmp_path):
 
 def test_lrw_builder_on_official_layout(synth_dir, tmp_path):
     lrw = tmp_path / "lrw"
-    _tree(lrw, synth_dir, ["lipread_mp4/ABOUT/train/ABOUT_00001.mp4", "lipread_mp4/ABOUT/val/ABOUT_00001.mp4",
-                           "lipread_mp4/ABOUT/test/ABOUT_00001.mp4", "lipread_mp4/BRING/train/BRING_00001.mp4"])
+    _tree(
+        lrw,
+        synth_dir,
+        [
+            "lipread_mp4/ABOUT/train/ABOUT_00001.mp4",
+            "lipread_mp4/ABOUT/val/ABOUT_00001.mp4",
+            "lipread_mp4/ABOUT/test/ABOUT_00001.mp4",
+            "lipread_mp4/BRING/train/BRING_00001.mp4",
+        ],
+    )
     (lrw / "lipread_mp4/ABOUT/test/ABOUT_00001.txt").write_text("Text: ABOUT\n")  # LRW's metadata: ignored
     builder = make_builder("lrw", "lrw_tiny", data_dir=str(tmp_path / "out"), source=str(lrw), options=BOX)
     builder.download_and_prepare()

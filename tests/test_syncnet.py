@@ -92,9 +92,15 @@ def test_load_pth_raw_and_wav2lip_checkpoint(tmp_path, golden, golden_state_dict
     raw, wrapped = tmp_path / "raw.pth", tmp_path / "lipsync_expert.pth"
     torch.save(_torch_state_dict(golden_state_dict), raw)
     # Wav2Lip's checkpoints: DataParallel "module." keys inside {"state_dict", "optimizer", ...}.
-    torch.save({"state_dict": _torch_state_dict(golden_state_dict, "module."),
-                "optimizer": {"state": {}, "param_groups": [{"lr": 1e-4}]},
-                "global_step": 7, "global_epoch": 1}, wrapped)
+    torch.save(
+        {
+            "state_dict": _torch_state_dict(golden_state_dict, "module."),
+            "optimizer": {"state": {}, "param_groups": [{"lr": 1e-4}]},
+            "global_step": 7,
+            "global_epoch": 1,
+        },
+        wrapped,
+    )
     _, data = golden
     direct = S.wav2lip_variables_from_state_dict(golden_state_dict)
     for path in (raw, wrapped):
@@ -221,8 +227,9 @@ def test_syncnet_embeddings_and_expert_grads(toy_batch, tiny_init):
     np.testing.assert_allclose(jnp.linalg.norm(audio_emb, axis=-1), 1.0, atol=1e-5)
     assert float(jnp.min(face_emb)) >= 0.0 and float(jnp.min(audio_emb)) >= 0.0
     # L_sync: gradients reach the frames, never the frozen expert.
-    g_vars, g_frames = jax.jit(jax.grad(lambda v, x: S.expert_sync_loss(expert.embed, v, x, mel),
-                                        argnums=(0, 1)))(variables, frames)
+    g_vars, g_frames = jax.jit(jax.grad(lambda v, x: S.expert_sync_loss(expert.embed, v, x, mel), argnums=(0, 1)))(
+        variables, frames
+    )
     assert bool(jnp.all(jnp.isfinite(g_frames))) and float(jnp.abs(g_frames).max()) > 0
     assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(g_vars))
 

@@ -164,8 +164,15 @@ def test_bad_inputs_fail_with_one_line(tmp_path):
         ["--out", out, "--fps", "abc"],
         ["--num_clips", "2"],
     ]
-    procs = [subprocess.Popen([sys.executable, "-m", "data_pipelines.synthetic", *c], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for c in cases]  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "data_pipelines.synthetic", *c],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for c in cases
+    ]
     for case, proc in zip(cases, procs):
         stdout, stderr = proc.communicate(timeout=60)
         assert proc.returncode == 2, (case, stderr)

@@ -15,13 +15,25 @@ from diff2lip_jax.checkpoint import load_model, manager_dir
 
 
 def train_cmd(workdir, data_dir, steps):
-    return [sys.executable, "-m", "diff2lip_jax.train.main", "--config=configs/diff2lip.py:tiny",
-            f"--workdir={workdir}", f"--config.data.dir={data_dir}", f"--config.train.num_steps={steps}",
-            "--config.train.checkpoint_every=2", "--config.train.log_every=1", "--config.train.batch_size=2",
-            "--config.train.sample_every=1000", "--config.train.eval_every=1000",
-            # D and its optimizer stay in (the state must resume whole); the frozen
-            # SyncNet/LPIPS only cost compile time here and carry no state.
-            "--config.loss.sync=0", "--config.loss.lpips=0", "--config.model.attention_resolutions=8"]
+    return [
+        sys.executable,
+        "-m",
+        "diff2lip_jax.train.main",
+        "--config=configs/diff2lip.py:tiny",
+        f"--workdir={workdir}",
+        f"--config.data.dir={data_dir}",
+        f"--config.train.num_steps={steps}",
+        "--config.train.checkpoint_every=2",
+        "--config.train.log_every=1",
+        "--config.train.batch_size=2",
+        "--config.train.sample_every=1000",
+        "--config.train.eval_every=1000",
+        # D and its optimizer stay in (the state must resume whole); the frozen
+        # SyncNet/LPIPS only cost compile time here and carry no state.
+        "--config.loss.sync=0",
+        "--config.loss.lpips=0",
+        "--config.model.attention_resolutions=8",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -45,12 +57,23 @@ def raw_state(workdir):
 def test_sigkill_and_resume_equals_uninterrupted(prepared_dataset, env, tmp_path):
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     total = 6
-    straight = subprocess.run(train_cmd(tmp_path / "a", prepared_dataset, total), cwd=repo, env=env,
-                              capture_output=True, text=True, timeout=900)
+    straight = subprocess.run(
+        train_cmd(tmp_path / "a", prepared_dataset, total),
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert straight.returncode == 0, straight.stderr[-3000:]
 
-    killed = subprocess.Popen(train_cmd(tmp_path / "b", prepared_dataset, total), cwd=repo, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    killed = subprocess.Popen(
+        train_cmd(tmp_path / "b", prepared_dataset, total),
+        cwd=repo,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     first = tmp_path / "b" / "checkpoints" / "2"
     deadline = time.time() + 900
     while not first.is_dir() and killed.poll() is None and time.time() < deadline:
@@ -60,8 +83,14 @@ def test_sigkill_and_resume_equals_uninterrupted(prepared_dataset, env, tmp_path
     killed_at, _ = raw_state(tmp_path / "b")
     assert killed_at is not None and killed_at < total
 
-    resumed = subprocess.run(train_cmd(tmp_path / "b", prepared_dataset, total), cwd=repo, env=env,
-                             capture_output=True, text=True, timeout=900)
+    resumed = subprocess.run(
+        train_cmd(tmp_path / "b", prepared_dataset, total),
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resumed from step {killed_at}" in resumed.stderr
 
@@ -70,8 +99,9 @@ def test_sigkill_and_resume_equals_uninterrupted(prepared_dataset, env, tmp_path
     assert step_a == step_b == total
     leaves_a, leaves_b = jax.tree.leaves(state_a), jax.tree.leaves(state_b)
     assert len(leaves_a) == len(leaves_b) > 0
-    worst = max(float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
-                for x, y in zip(leaves_a, leaves_b))
+    worst = max(
+        float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64)))) for x, y in zip(leaves_a, leaves_b)
+    )
     assert worst <= 1e-6, f"max abs diff {worst}"
     # The inference item (EMA weights + model flags) of the same step loads too.
     params, cfg, step = load_model(str(tmp_path / "b"))

@@ -25,10 +25,12 @@ def tiny_config(losses="gan"):
 
 def random_batch(seed, b=B, size=64):
     rng = np.random.default_rng(seed)
-    return dict(frames=rng.uniform(-1, 1, (b, 5, size, size, 3)).astype(np.float32),
-                ref=rng.uniform(-1, 1, (b, size, size, 3)).astype(np.float32),
-                indiv_mels=rng.standard_normal((b, 5, 80, 16)).astype(np.float32),
-                sync_mel=rng.standard_normal((b, 80, 16)).astype(np.float32))
+    return dict(
+        frames=rng.uniform(-1, 1, (b, 5, size, size, 3)).astype(np.float32),
+        ref=rng.uniform(-1, 1, (b, size, size, 3)).astype(np.float32),
+        indiv_mels=rng.standard_normal((b, 5, 80, 16)).astype(np.float32),
+        sync_mel=rng.standard_normal((b, 80, 16)).astype(np.float32),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +38,7 @@ def setup():
     cfg = tiny_config()
     modules, frozen = build_modules(cfg)
     state = init_state(cfg, modules)
-    batch = random_batch(np.random.SeedSequence().entropy % 2 ** 32)
+    batch = random_batch(np.random.SeedSequence().entropy % 2**32)
     step = jax.jit(make_train_step(modules, cfg))
     new_state, metrics = step(state, frozen, batch)
     return cfg, modules, frozen, state, batch, new_state, jax.device_get(metrics)
@@ -59,9 +61,12 @@ def test_each_ablation_builds_exactly_its_losses(setup, losses):
     cfg_full, modules, frozen, state, batch, _, _ = setup
     cfg = tiny_config(losses)
     on = set(LOSS_SETS[losses])
-    variant = dataclasses.replace(modules, discriminator=modules.discriminator if "gan" in on else None,
-                                  sync_expert=modules.sync_expert if "sync" in on else None,
-                                  lpips_fn=modules.lpips_fn if "lpips" in on else None)
+    variant = dataclasses.replace(
+        modules,
+        discriminator=modules.discriminator if "gan" in on else None,
+        sync_expert=modules.sync_expert if "sync" in on else None,
+        lpips_fn=modules.lpips_fn if "lpips" in on else None,
+    )
     used = {k: v for k, v in frozen.items() if k in on}
     metrics = jax.eval_shape(make_train_step(variant, cfg), state, used, batch)[1]
     expected = on | {"loss", "grad_norm", "lr", "finite"} | ({"d_loss"} if "gan" in on else set())
@@ -69,7 +74,7 @@ def test_each_ablation_builds_exactly_its_losses(setup, losses):
 
 
 def test_t_is_shared_within_a_sequence_and_varies_across():
-    t = np.asarray(sample_timesteps(jax.random.key(np.random.SeedSequence().entropy % 2 ** 31), 64, 5, 1000))
+    t = np.asarray(sample_timesteps(jax.random.key(np.random.SeedSequence().entropy % 2**31), 64, 5, 1000))
     per_seq = t.reshape(64, 5)
     assert (per_seq == per_seq[:, :1]).all()
     assert len(np.unique(per_seq[:, 0])) > 50 and t.min() >= 0 and t.max() < 1000
@@ -81,8 +86,9 @@ def test_discriminator_learns_and_generator_gets_no_d_loss_gradient(setup):
     assert all(jax.tree.leaves(moved))
 
     def d_objective_through_generator(params):
-        _, (_, x0_seq, _) = generator_losses(params, frozen, batch, state.d_params, jax.random.key(0),
-                                             modules=modules, lambdas=cfg.loss)
+        _, (_, x0_seq, _) = generator_losses(
+            params, frozen, batch, state.d_params, jax.random.key(0), modules=modules, lambdas=cfg.loss
+        )
         real = modules.discriminator.apply({"params": state.d_params}, batch["frames"])
         fake = modules.discriminator.apply({"params": state.d_params}, x0_seq)
         return d_loss(real, fake)
@@ -99,12 +105,17 @@ def test_sharded_step_on_a_4x2_mesh_matches_one_device(setup):
     sharded_state = jax.device_put(state, shardings)
     big = sharded_state.params["input_blocks_1_0"]["in_layers_2"]["kernel"]
     assert not big.sharding.is_fully_replicated and "fsdp" in str(big.sharding.spec)
-    assert not sharded_state.opt_state[1][0].mu["input_blocks_1_0"]["in_layers_2"]["kernel"].sharding.is_fully_replicated
-    step = jax.jit(make_train_step(modules, cfg),
-                   in_shardings=(shardings, parallel.replicated(mesh), parallel.batch_sharding(mesh)),
-                   out_shardings=(shardings, parallel.replicated(mesh)))
-    new_state, sharded = step(sharded_state, jax.device_put(frozen, parallel.replicated(mesh)),
-                              parallel.host_to_global(batch, mesh))
+    assert (
+        not sharded_state.opt_state[1][0].mu["input_blocks_1_0"]["in_layers_2"]["kernel"].sharding.is_fully_replicated
+    )
+    step = jax.jit(
+        make_train_step(modules, cfg),
+        in_shardings=(shardings, parallel.replicated(mesh), parallel.batch_sharding(mesh)),
+        out_shardings=(shardings, parallel.replicated(mesh)),
+    )
+    new_state, sharded = step(
+        sharded_state, jax.device_put(frozen, parallel.replicated(mesh)), parallel.host_to_global(batch, mesh)
+    )
     assert abs(float(sharded["loss"]) - float(metrics["loss"])) <= 1e-5
     assert new_state.params["input_blocks_1_0"]["in_layers_2"]["kernel"].sharding == big.sharding
 

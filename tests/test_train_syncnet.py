@@ -38,8 +38,14 @@ def prepared(tmp_path_factory) -> pathlib.Path:
     synthetic.generate_dataset(raw, num_clips=6, seed=5, size=(128, 128), seconds=2.0, identities=4)
     out = tmp_path_factory.mktemp("prepared")
     tfds.disable_progress_bar()
-    builder = make_builder("local_videos", data_dir=str(out), source=str(raw), split="auto", val_fraction=0.25,
-                           options=ProcessOptions(face_detector="box", box=(8, 124, 8, 120)))  # fmt: skip
+    builder = make_builder(
+        "local_videos",
+        data_dir=str(out),
+        source=str(raw),
+        split="auto",
+        val_fraction=0.25,
+        options=ProcessOptions(face_detector="box", box=(8, 124, 8, 120)),
+    )
     builder.download_and_prepare()
     return out
 
@@ -47,8 +53,10 @@ def prepared(tmp_path_factory) -> pathlib.Path:
 @pytest.fixture(scope="module")
 def clips(prepared) -> list[dict]:
     src = d2l_data.open_split(prepared, "train")
-    return [{"mel": r["mel"], "frames": r["frames"], "num_frames": int(r["num_frames"])}
-            for r in (src[i] for i in range(len(src)))]  # fmt: skip
+    return [
+        {"mel": r["mel"], "frames": r["frames"], "num_frames": int(r["num_frames"])}
+        for r in (src[i] for i in range(len(src)))
+    ]
 
 
 def _pairs(prepared, n: int, batch: int = 16, **kw) -> list[dict]:
@@ -62,13 +70,21 @@ def _cat(batches: list[dict]) -> dict:
     return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
 
 
-def _config(prepared, **train) -> "ml_collections.ConfigDict":  # noqa: F821
+def _config(prepared, **train) -> ml_collections.ConfigDict:  # noqa: F821
     cfg = syncnet_config.get_config("tiny")
     cfg.data.dir = str(prepared)
     cfg.model.update(image_size=SIZE, base_channels=8, embed_dim=32, num_res_blocks=1)
     # Constant lr: a resumed leg with a different num_steps must see the same schedule.
-    cfg.train.update(batch_size=8, lr=1e-3, lr_schedule="constant", warmup_steps=0, log_every=2,
-                     checkpoint_every=3, eval_every=100, eval_batches=1)
+    cfg.train.update(
+        batch_size=8,
+        lr=1e-3,
+        lr_schedule="constant",
+        warmup_steps=0,
+        log_every=2,
+        checkpoint_every=3,
+        eval_every=100,
+        eval_batches=1,
+    )
     cfg.train.update(train)
     return cfg
 
@@ -87,8 +103,8 @@ def test_positives_and_negatives(prepared, clips):
     for i in range(0, n, 7):  # the mel and faces are the record's, at the stated positions
         clip, s = clips[b["clip_index"][i]], int(b["start"][i])
         np.testing.assert_array_equal(b["mel"][i], audio.sync_mel_window(clip["mel"], int(b["mel_start"][i])))
-        full = d2l_data.to_unit_range(d2l_data.decode_jpegs(clip["frames"][s:s + 5], SIZE))
-        np.testing.assert_array_equal(b["faces"][i], full[:, SIZE // 2:])
+        full = d2l_data.to_unit_range(d2l_data.decode_jpegs(clip["frames"][s : s + 5], SIZE))
+        np.testing.assert_array_equal(b["faces"][i], full[:, SIZE // 2 :])
         assert int(b["mel_start"][i]) * 80 // 25 + 16 <= clip["mel"].shape[1]
 
 
@@ -171,11 +187,23 @@ def workdirs(prepared, tmp_path_factory) -> tuple[pathlib.Path, pathlib.Path, su
     """An uninterrupted CLI run of 6 steps, and an in-process run of 3 steps resumed to 6."""
     full, split = tmp_path_factory.mktemp("full"), tmp_path_factory.mktemp("split")
     # The CLI run states every field _config sets, so both runs train the same model the same way.
-    overrides = ["--config.data.dir", str(prepared), "--config.model.image_size=32", "--config.model.base_channels=8",
-                 "--config.model.embed_dim=32", "--config.model.num_res_blocks=1", "--config.train.lr=1e-3",
-                 "--config.train.lr_schedule=constant", "--config.train.warmup_steps=0",
-                 "--config.train.batch_size=8", "--config.train.num_steps=6", "--config.train.checkpoint_every=3",
-                 "--config.train.eval_every=100", "--config.train.eval_batches=1", "--config.train.log_every=2"]  # fmt: skip
+    overrides = [
+        "--config.data.dir",
+        str(prepared),
+        "--config.model.image_size=32",
+        "--config.model.base_channels=8",
+        "--config.model.embed_dim=32",
+        "--config.model.num_res_blocks=1",
+        "--config.train.lr=1e-3",
+        "--config.train.lr_schedule=constant",
+        "--config.train.warmup_steps=0",
+        "--config.train.batch_size=8",
+        "--config.train.num_steps=6",
+        "--config.train.checkpoint_every=3",
+        "--config.train.eval_every=100",
+        "--config.train.eval_batches=1",
+        "--config.train.log_every=2",
+    ]
     cli = _cli(f"--workdir={full}", "--config=configs/syncnet.py:tiny", *overrides)
     T.train(_config(prepared, num_steps=3), str(split))
     T.train(_config(prepared, num_steps=6), str(split))
@@ -183,8 +211,14 @@ def workdirs(prepared, tmp_path_factory) -> tuple[pathlib.Path, pathlib.Path, su
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "diff2lip_jax.train.syncnet_main", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=300, env={**os.environ})  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "diff2lip_jax.train.syncnet_main", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ},
+    )
 
 
 def test_cli_trains_and_reports_accuracy(workdirs):
@@ -219,11 +253,14 @@ def test_load_syncnet_as_expert(workdirs, tmp_path):
         load_syncnet(str(tmp_path))  # no checkpoint
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--config.data.dir=/nonexistent/prep"], "does not exist"),
-    (["--config.data.dir="], "data.dir is empty"),
-    ([], "--workdir is required"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--config.data.dir=/nonexistent/prep"], "does not exist"),
+        (["--config.data.dir="], "data.dir is empty"),
+        ([], "--workdir is required"),
+    ],
+)
 def test_cli_bad_input_is_one_line(tmp_path, args, message):
     workdir = [f"--workdir={tmp_path / 'w'}"] if args else []
     proc = _cli("--config=configs/syncnet.py:tiny", *workdir, *args)

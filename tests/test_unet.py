@@ -26,8 +26,10 @@ def nhwc(a):
 
 def golden_state_dict(keys_and_shapes):
     """The reference recipe: N(0,1) * 0.05 seeded by crc32 of the key."""
-    return {k: (np.random.default_rng(zlib.crc32(k.encode())).standard_normal(s) * 0.05).astype(np.float32)
-            for k, s in keys_and_shapes}
+    return {
+        k: (np.random.default_rng(zlib.crc32(k.encode())).standard_normal(s) * 0.05).astype(np.float32)
+        for k, s in keys_and_shapes
+    }
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +42,16 @@ def small_golden(reference_dir):
 @pytest.fixture(scope="module")
 def small_inputs(small_golden):
     _, z, _ = small_golden
-    return (nhwc(z["x"]), jnp.asarray(z["t"]),
-            dict(cond_img=nhwc(z["cond_img"]), mask=nhwc(z["mask"]), ref_img=nhwc(z["ref_img"]),
-                 indiv_mels=jnp.asarray(z["indiv_mels"])))
+    return (
+        nhwc(z["x"]),
+        jnp.asarray(z["t"]),
+        dict(
+            cond_img=nhwc(z["cond_img"]),
+            mask=nhwc(z["mask"]),
+            ref_img=nhwc(z["ref_img"]),
+            indiv_mels=jnp.asarray(z["indiv_mels"]),
+        ),
+    )
 
 
 def test_official_config_state_dict_layout(reference_dir):
@@ -106,8 +115,12 @@ def test_compiles_for_supported_sizes(size):
     b = 1
     img = jax.ShapeDtypeStruct((b, size, size, 3), jnp.float32)
     args = ({"params": params}, img, jax.ShapeDtypeStruct((b,), jnp.int32))
-    kwargs = dict(cond_img=img, mask=jax.ShapeDtypeStruct((b, size, size, 1), jnp.float32), ref_img=img,
-                  indiv_mels=jax.ShapeDtypeStruct((b, 80, 16), jnp.float32))
+    kwargs = dict(
+        cond_img=img,
+        mask=jax.ShapeDtypeStruct((b, size, size, 1), jnp.float32),
+        ref_img=img,
+        indiv_mels=jax.ShapeDtypeStruct((b, 80, 16), jnp.float32),
+    )
     assert jax.eval_shape(model.apply, *args, **kwargs).shape == (b, size, size, 6)
     assert jax.jit(model.apply).lower(*args, **kwargs).compile() is not None
 
@@ -147,12 +160,20 @@ def test_flag_combinations_convert_exactly(extra):
 
 def _unflat(template, rng):
     from flax.traverse_util import unflatten_dict
+
     return unflatten_dict({k: rng.standard_normal(v.shape).astype(np.float32) for k, v in template.items()})
 
 
-@pytest.mark.parametrize("extra", [dict(audio_as_style=False), dict(audio_as_style_encoder_mlp=True),
-                                   dict(use_audio=False, resblock_updown=False), dict(nrefer=2)],
-                         ids=["audio_concat", "audio_mlp", "no_audio_no_updown", "nrefer2"])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        dict(audio_as_style=False),
+        dict(audio_as_style_encoder_mlp=True),
+        dict(use_audio=False, resblock_updown=False),
+        dict(nrefer=2),
+    ],
+    ids=["audio_concat", "audio_mlp", "no_audio_no_updown", "nrefer2"],
+)
 def test_flag_variants_run(extra):
     flags = {**TINY, "image_size": 64, "attention_resolutions": "16", **extra}
     model = build_unet(flags)
@@ -161,15 +182,28 @@ def test_flag_variants_run(extra):
     cfg = model.cfg
     x = jnp.asarray(rng.uniform(-1, 1, (2, 64, 64, 3)), jnp.float32)
     mask = jnp.zeros((2, 64, 64, 1)).at[:, 32:].set(1.0)
-    out = jax.jit(model.apply)({"params": params}, x, jnp.array([3, 700]), cond_img=x * (1 - mask), mask=mask,
-                               ref_img=jnp.tile(x, (1, 1, 1, cfg.nrefer)),
-                               indiv_mels=jnp.asarray(rng.standard_normal((2, 80, 16)), jnp.float32))
+    out = jax.jit(model.apply)(
+        {"params": params},
+        x,
+        jnp.array([3, 700]),
+        cond_img=x * (1 - mask),
+        mask=mask,
+        ref_img=jnp.tile(x, (1, 1, 1, cfg.nrefer)),
+        indiv_mels=jnp.asarray(rng.standard_normal((2, 80, 16)), jnp.float32),
+    )
     assert out.shape == (2, 64, 64, cfg.out_channels) and bool(jnp.isfinite(out).all())
 
 
 def test_config_round_trips_through_flags():
-    cfg = UNetConfig.from_flags(dict(image_size=64, num_channels=64, audio_as_style=False,
-                                     audio_encoder_kwargs={"num_res_blocks": 1}, attention_resolutions="16,8"))
+    cfg = UNetConfig.from_flags(
+        dict(
+            image_size=64,
+            num_channels=64,
+            audio_as_style=False,
+            audio_encoder_kwargs={"num_res_blocks": 1},
+            attention_resolutions="16,8",
+        )
+    )
     assert UNetConfig.from_flags(cfg.to_flags()) == cfg
     assert cfg.attention_ds == (4, 8) and cfg.channel_mult == (1, 2, 3, 4)
     with pytest.raises(ValueError, match="channel_mult"):
@@ -201,15 +235,26 @@ def test_against_official_torch_model(extra):
     b, s = 2, 64
     x, cond = (rng.standard_normal((b, 3, s, s)).astype(np.float32) for _ in range(2))
     mask = np.zeros((b, 1, s, s), np.float32)
-    mask[:, :, s // 2:] = 1
+    mask[:, :, s // 2 :] = 1
     ref = rng.standard_normal((b, 3 * flags.get("nrefer", 1), s, s)).astype(np.float32)
     mels = rng.standard_normal((b, 80, 16)).astype(np.float32)
     t = np.array([10, 900])
     with torch.no_grad():
-        want = official(*map(torch.from_numpy, (x, t)), cond_img=torch.from_numpy(cond),
-                        mask=torch.from_numpy(mask), ref_img=torch.from_numpy(ref),
-                        indiv_mels=torch.from_numpy(mels)).numpy()
+        want = official(
+            *map(torch.from_numpy, (x, t)),
+            cond_img=torch.from_numpy(cond),
+            mask=torch.from_numpy(mask),
+            ref_img=torch.from_numpy(ref),
+            indiv_mels=torch.from_numpy(mels),
+        ).numpy()
     scaled = jax.tree.map(lambda v: v * 0.05, params)
-    got = build_unet(flags).apply({"params": scaled}, nhwc(x), jnp.asarray(t), cond_img=nhwc(cond),
-                                  mask=nhwc(mask), ref_img=nhwc(ref), indiv_mels=jnp.asarray(mels))
+    got = build_unet(flags).apply(
+        {"params": scaled},
+        nhwc(x),
+        jnp.asarray(t),
+        cond_img=nhwc(cond),
+        mask=nhwc(mask),
+        ref_img=nhwc(ref),
+        indiv_mels=jnp.asarray(mels),
+    )
     assert rel_l2(np.asarray(got).transpose(0, 3, 1, 2), want) < RTOL_NETWORK

@@ -42,8 +42,21 @@ def _decode_index(frames: np.ndarray) -> np.ndarray:
 
 def _encode_raw(path: pathlib.Path, frames: np.ndarray, fps: float, codec: list) -> None:
     n, h, w, _ = frames.shape
-    _ffmpeg("-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", str(fps), "-i", "-",
-            *codec, str(path), stdin=frames.tobytes())  # fmt: skip
+    _ffmpeg(
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-s",
+        f"{w}x{h}",
+        "-r",
+        str(fps),
+        "-i",
+        "-",
+        *codec,
+        str(path),
+        stdin=frames.tobytes(),
+    )
 
 
 def _smooth_frames(n: int, h: int = H, w: int = W) -> np.ndarray:

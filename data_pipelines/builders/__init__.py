@@ -9,14 +9,46 @@
 """
 
 from data_pipelines.builders.datasets import BUILDERS, ClipDatasetBuilder, LocalVideos, Lrw, VoxCeleb2, make_builder
-from data_pipelines.builders.process import (ClipError, ClipResult, ProcessOptions, RunResult, load_record,
-                                             process_clip, run_clips)
-from data_pipelines.builders.sources import (SPLIT_MODES, VIDEO_EXTENSIONS, ClipSource, assign_splits, expand_input,
-                                             local_video_sources, lrw_sources, voxceleb2_sources)
+from data_pipelines.builders.process import (
+    ClipError,
+    ClipResult,
+    ProcessOptions,
+    RunResult,
+    load_record,
+    process_clip,
+    run_clips,
+)
+from data_pipelines.builders.sources import (
+    SPLIT_MODES,
+    VIDEO_EXTENSIONS,
+    ClipSource,
+    assign_splits,
+    expand_input,
+    local_video_sources,
+    lrw_sources,
+    voxceleb2_sources,
+)
 
 __all__ = [
-    "BUILDERS", "ClipDatasetBuilder", "LocalVideos", "Lrw", "VoxCeleb2", "make_builder",
-    "ClipError", "ClipResult", "ProcessOptions", "RunResult", "load_record", "process_clip", "run_clips",
-    "SPLIT_MODES", "VIDEO_EXTENSIONS", "ClipSource", "assign_splits", "expand_input",
-    "local_video_sources", "lrw_sources", "voxceleb2_sources",
+    "BUILDERS",
+    "ClipDatasetBuilder",
+    "LocalVideos",
+    "Lrw",
+    "VoxCeleb2",
+    "make_builder",
+    "ClipError",
+    "ClipResult",
+    "ProcessOptions",
+    "RunResult",
+    "load_record",
+    "process_clip",
+    "run_clips",
+    "SPLIT_MODES",
+    "VIDEO_EXTENSIONS",
+    "ClipSource",
+    "assign_splits",
+    "expand_input",
+    "local_video_sources",
+    "lrw_sources",
+    "voxceleb2_sources",
 ]

@@ -29,15 +29,21 @@ import os
 import re
 import types
 from collections import defaultdict
-from typing import Any, Callable, ClassVar, Iterable, Iterator, Optional
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, ClassVar
 
 import tensorflow_datasets as tfds
 from etils import epath
 
 from data_pipelines.builders import process
 from data_pipelines.builders.process import ClipResult, ProcessOptions, RunResult
-from data_pipelines.builders.sources import (ClipSource, assign_splits, local_video_sources, lrw_sources,
-                                             voxceleb2_sources)
+from data_pipelines.builders.sources import (
+    ClipSource,
+    assign_splits,
+    local_video_sources,
+    lrw_sources,
+    voxceleb2_sources,
+)
 from diff2lip_jax.data import records
 
 _CITATION = """@inproceedings{mukhopadhyay2024diff2lip,
@@ -75,14 +81,25 @@ class ClipDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
         # installs for Python < 3.9, and fails without it for builders in packages.
         return epath.Path(inspect.getfile(cls))
 
-    def __init__(self, *, source: Optional[str] = None, options: ProcessOptions = ProcessOptions(),
-                 cache_dir: Optional[str] = None, num_workers: int = 0, split: str = "auto",
-                 val_fraction: float = 0.05, test_fraction: float = 0.0, retry_failed: bool = False,
-                 log: Optional[Callable[[str], None]] = None, beam: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        source: str | None = None,
+        options: ProcessOptions = ProcessOptions(),
+        cache_dir: str | None = None,
+        num_workers: int = 0,
+        split: str = "auto",
+        val_fraction: float = 0.05,
+        test_fraction: float = 0.0,
+        retry_failed: bool = False,
+        log: Callable[[str], None] | None = None,
+        beam: bool = False,
+        **kwargs: Any,
+    ) -> None:
         self._source, self._options, self._num_workers = source, options, num_workers
         self._split_mode, self._val_fraction, self._test_fraction = split, val_fraction, test_fraction
         self._retry_failed, self._log, self._beam = retry_failed, log, beam
-        self.run_result: Optional[RunResult] = None
+        self.run_result: RunResult | None = None
         self._found: dict[str, list[ClipSource]] = {}
         kwargs.setdefault("file_format", "array_record")
         super().__init__(**kwargs)
@@ -92,7 +109,7 @@ class ClipDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
     def find_sources(self, source: str) -> list[ClipSource]:
         """The clips of ``source`` (official split or "" for each)."""
 
-    def sources(self, source: Optional[str] = None) -> list[ClipSource]:
+    def sources(self, source: str | None = None) -> list[ClipSource]:
         """The clips to prepare, with their splits assigned (found once per source)."""
         source = source or self._source
         if source not in self._found:
@@ -104,8 +121,13 @@ class ClipDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
         return _UncompressedArrayRecordWriter(self.info.file_format)
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(builder=self, description=self.DESCRIPTION, features=records.tfds_features(),
-                                     homepage=self.HOMEPAGE, citation=_CITATION)  # fmt: skip
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=self.DESCRIPTION,
+            features=records.tfds_features(),
+            homepage=self.HOMEPAGE,
+            citation=_CITATION,
+        )
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Any]:
         sources = self.sources(self._source or os.fspath(dl_manager.manual_dir))
@@ -114,16 +136,21 @@ class ClipDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
             for s in sources:
                 by_split[s.split].append(s)
             lists = epath.Path(self._cache_dir) / "beam"
-            return {split: _beam_examples(items, self._options, lists / f"{split}.jsonl")
-                    for split, items in sorted(by_split.items())}  # fmt: skip
-        self.run_result = process.run_clips(sources, self._options, self._cache_dir, self._num_workers,
-                                            self._retry_failed, self._log)  # fmt: skip
+            return {
+                split: _beam_examples(items, self._options, lists / f"{split}.jsonl")
+                for split, items in sorted(by_split.items())
+            }
+        self.run_result = process.run_clips(
+            sources, self._options, self._cache_dir, self._num_workers, self._retry_failed, self._log
+        )
         for r in self.run_result.ok:
             by_split[r.source.split].append(r)
         if not by_split:
             first = self.run_result.results[0]
-            raise ValueError(f"none of the {len(sources)} clips could be processed "
-                             f"(first failure: {first.source.path}: {first.reason})")  # fmt: skip
+            raise ValueError(
+                f"none of the {len(sources)} clips could be processed "
+                f"(first failure: {first.source.path}: {first.reason})"
+            )
         return {split: self._generate_examples(items) for split, items in sorted(by_split.items())}
 
     def _generate_examples(self, results: list[ClipResult]) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -170,14 +197,16 @@ def _beam_examples(sources: list[ClipSource], options: ProcessOptions, list_path
         try:
             # process._detector keeps one detector per Beam worker process.
             yield src.clip_id, process.process_clip(src, options, process._detector(options))
-        except Exception as e:  # noqa: BLE001 - one bad clip must not fail the pipeline
+        except Exception as e:
             beam.metrics.Metrics.counter("diff2lip", "failed_clips").inc()
             logging.warning("diff2lip: %s failed: %s", src.path, process._one_line(e, src.path))
 
-    return (beam.io.ReadFromText(os.fspath(list_path))
-            | beam.Reshuffle()  # spread clips over workers (text splits are contiguous)
-            | beam.Map(lambda line: ClipSource(**json.loads(line)))
-            | beam.FlatMap(make))  # fmt: skip
+    return (
+        beam.io.ReadFromText(os.fspath(list_path))
+        | beam.Reshuffle()  # spread clips over workers (text splits are contiguous)
+        | beam.Map(lambda line: ClipSource(**json.loads(line)))
+        | beam.FlatMap(make)
+    )
 
 
 class LocalVideos(ClipDatasetBuilder, skip_registration=True):
@@ -222,7 +251,7 @@ BUILDERS: dict[str, type[ClipDatasetBuilder]] = {"local_videos": LocalVideos, "v
 _NAME_RE = re.compile(r"[a-z][a-z0-9_]*")
 
 
-def make_builder(kind: str, dataset_name: Optional[str] = None, **kwargs: Any) -> ClipDatasetBuilder:
+def make_builder(kind: str, dataset_name: str | None = None, **kwargs: Any) -> ClipDatasetBuilder:
     """A builder of ``kind`` ("local_videos", "voxceleb2", "lrw"), named ``dataset_name``.
 
     The name is the dataset folder under ``data_dir`` (default: the kind). Other
@@ -239,6 +268,10 @@ def make_builder(kind: str, dataset_name: Optional[str] = None, **kwargs: Any) -
     if not _NAME_RE.fullmatch(dataset_name):
         raise ValueError(f"--dataset_name={dataset_name!r} must be snake_case: a-z, 0-9 and _, starting with a letter")
     # A subclass per name: TFDS takes the dataset name (and folder) from the class.
-    cls = types.new_class(f"{base.__name__}_{dataset_name}", (base,), {"skip_registration": True},
-                          lambda ns: ns.update(name=dataset_name, __module__=base.__module__))  # fmt: skip
+    cls = types.new_class(
+        f"{base.__name__}_{dataset_name}",
+        (base,),
+        {"skip_registration": True},
+        lambda ns: ns.update(name=dataset_name, __module__=base.__module__),
+    )
     return cls(**kwargs)

@@ -29,7 +29,8 @@ import os
 import pathlib
 import secrets
 import time
-from typing import Any, Callable, Iterator, Optional, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -65,8 +66,8 @@ class ProcessOptions:
     """
 
     face_detector: str = "cascade"
-    s3fd_weights: Optional[str] = None
-    box: Optional[tuple[int, int, int, int]] = None
+    s3fd_weights: str | None = None
+    box: tuple[int, int, int, int] | None = None
     pads: tuple[int, int, int, int] = (0, 0, 0, 0)
     smooth: bool = True
     jpeg_quality: int = 95
@@ -90,8 +91,9 @@ class ProcessOptions:
         return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _track(boxes: np.ndarray, found: np.ndarray, detector: face.FaceDetector, opts: ProcessOptions,
-           height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+def _track(
+    boxes: np.ndarray, found: np.ndarray, detector: face.FaceDetector, opts: ProcessOptions, height: int, width: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Raw per-frame detections -> (boxes [N,4] int64, has_face [N] bool), as detect_faces."""
     if getattr(detector, "fixed", False):
         return boxes, found
@@ -111,7 +113,7 @@ def process_clip(src: ClipSource, opts: ProcessOptions, detector: face.FaceDetec
     mel = audio.melspectrogram(audio.load_audio(src.path))
     raw_boxes: list[np.ndarray] = []
     raw_found: list[np.ndarray] = []
-    kept: Optional[list[np.ndarray]] = []
+    kept: list[np.ndarray] | None = []
     kept_bytes, height, width = 0, 0, 0
     for chunk in iter_frames(src.path, fps=records.FPS, chunk=CHUNK):
         height, width = chunk.shape[1:3]
@@ -128,14 +130,18 @@ def process_clip(src: ClipSource, opts: ProcessOptions, detector: face.FaceDetec
         raise ClipError(f"too short: {n} frames at 25 fps, need at least {opts.min_frames}")
     found = np.concatenate(raw_found)
     if not getattr(detector, "fixed", False) and found.any() and found.mean() < opts.min_face_rate:
-        raise ClipError(f"face detected in only {found.mean():.0%} of its {n} frames (need "
-                        f"--min_face_rate={opts.min_face_rate:g}); try --face_detector=s3fd")  # fmt: skip
+        raise ClipError(
+            f"face detected in only {found.mean():.0%} of its {n} frames (need "
+            f"--min_face_rate={opts.min_face_rate:g}); try --face_detector=s3fd"
+        )
     boxes, has_face = _track(np.concatenate(raw_boxes), found, detector, opts, height, width)
     if not has_face.any():
         raise ClipError(f"no face detected in any of its {n} frames")
     if not records.valid_window_starts(has_face, mel.shape[1]).any():
-        raise ClipError(f"no usable window: needs 5 consecutive face frames (not the first) with audio under "
-                        f"them and another face frame; {int(has_face.sum())} of {n} frames have a face")  # fmt: skip
+        raise ClipError(
+            f"no usable window: needs 5 consecutive face frames (not the first) with audio under "
+            f"them and another face frame; {int(has_face.sum())} of {n} frames have a face"
+        )
     chunks = kept if kept is not None else iter_frames(src.path, fps=records.FPS, chunk=CHUNK)
     jpegs: list[bytes] = []
     params = [cv2.IMWRITE_JPEG_QUALITY, int(opts.jpeg_quality)]
@@ -143,7 +149,7 @@ def process_clip(src: ClipSource, opts: ProcessOptions, detector: face.FaceDetec
         start = len(jpegs)
         if start + len(chunk) > n:
             raise ClipError("the second decoding pass gave more frames than the first; re-encode the video")
-        crops = face.crop_and_resize(chunk, boxes[start:start + len(chunk)], opts.image_size)
+        crops = face.crop_and_resize(chunk, boxes[start : start + len(chunk)], opts.image_size)
         for crop in crops:
             ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(crop[..., ::-1]), params)  # OpenCV wants BGR
             if not ok:
@@ -152,10 +158,17 @@ def process_clip(src: ClipSource, opts: ProcessOptions, detector: face.FaceDetec
     if len(jpegs) != n:
         raise ClipError(f"the second decoding pass gave {len(jpegs)} frames, the first {n}; re-encode the video")
     return {
-        "clip_id": src.clip_id, "speaker_id": src.speaker_id, "source": src.path,
-        "fps": records.FPS, "num_frames": n, "frame_size": np.array([height, width], np.int32),
-        "boxes": boxes.astype(np.int32), "has_face": has_face, "frames": jpegs, "mel": mel,
-    }  # fmt: skip
+        "clip_id": src.clip_id,
+        "speaker_id": src.speaker_id,
+        "source": src.path,
+        "fps": records.FPS,
+        "num_frames": n,
+        "frame_size": np.array([height, width], np.int32),
+        "boxes": boxes.astype(np.int32),
+        "has_face": has_face,
+        "frames": jpegs,
+        "mel": mel,
+    }
 
 
 # -- the per-clip cache -------------------------------------------------------------------
@@ -184,9 +197,16 @@ def save_record(path: pathlib.Path, example: dict[str, Any], fingerprint: str) -
     meta = {k: example[k] for k in ("clip_id", "speaker_id", "source", "fps", "num_frames")}
     meta.update(fingerprint=fingerprint, num_bytes=int(offsets[-1]) + example["mel"].nbytes)
     buf = io.BytesIO()
-    np.savez(buf, meta=np.array(json.dumps(meta)), frame_size=example["frame_size"], boxes=example["boxes"],
-             has_face=example["has_face"], mel=example["mel"], jpeg_offsets=offsets,
-             jpeg_data=np.frombuffer(b"".join(jpegs), np.uint8))  # fmt: skip
+    np.savez(
+        buf,
+        meta=np.array(json.dumps(meta)),
+        frame_size=example["frame_size"],
+        boxes=example["boxes"],
+        has_face=example["has_face"],
+        mel=example["mel"],
+        jpeg_offsets=offsets,
+        jpeg_data=np.frombuffer(b"".join(jpegs), np.uint8),
+    )
     _atomic_write(path, buf.getvalue())
     return meta["num_bytes"]
 
@@ -197,8 +217,14 @@ def load_record(path: str | os.PathLike) -> dict[str, Any]:
         meta = json.loads(str(z["meta"]))
         data, offsets = z["jpeg_data"].tobytes(), z["jpeg_offsets"]
         del meta["fingerprint"], meta["num_bytes"]
-        return {**meta, "frame_size": z["frame_size"], "boxes": z["boxes"], "has_face": z["has_face"],
-                "mel": z["mel"], "frames": [data[a:b] for a, b in zip(offsets[:-1], offsets[1:])]}  # fmt: skip
+        return {
+            **meta,
+            "frame_size": z["frame_size"],
+            "boxes": z["boxes"],
+            "has_face": z["has_face"],
+            "mel": z["mel"],
+            "frames": [data[a:b] for a, b in zip(offsets[:-1], offsets[1:])],
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,11 +246,11 @@ class ClipResult:
 def _one_line(e: BaseException, path: str) -> str:
     msg = " ".join(str(e).split()) or type(e).__name__
     if msg.startswith(f"{path}: "):  # MediaError names the file; the report already has it
-        msg = msg[len(path) + 2:]
+        msg = msg[len(path) + 2 :]
     return msg if isinstance(e, (MediaError, ClipError)) else f"{type(e).__name__}: {msg}"
 
 
-def lookup(src: ClipSource, opts: ProcessOptions, cache_dir: str, retry_failed: bool) -> Optional[ClipResult]:
+def lookup(src: ClipSource, opts: ProcessOptions, cache_dir: str, retry_failed: bool) -> ClipResult | None:
     """The still-valid earlier result of a clip, or None if it must be (re)done."""
     rec_path, fail_path = cache_paths(cache_dir, src.clip_id)
     fp = opts.fingerprint(src.path)
@@ -262,10 +288,12 @@ def process_to_cache(src: ClipSource, opts: ProcessOptions, cache_dir: str) -> C
     fp = opts.fingerprint(src.path)
     try:
         example = process_clip(src, opts, _detector(opts))
-    except Exception as e:  # noqa: BLE001 - any failure of one clip is reported, the run goes on
+    except Exception as e:
         reason = _one_line(e, src.path)
-        _atomic_write(fail_path, json.dumps({"clip_id": src.clip_id, "source": src.path,
-                                             "reason": reason, "fingerprint": fp}).encode())  # fmt: skip
+        _atomic_write(
+            fail_path,
+            json.dumps({"clip_id": src.clip_id, "source": src.path, "reason": reason, "fingerprint": fp}).encode(),
+        )
         rec_path.unlink(missing_ok=True)  # a stale record of an older version of the file
         return ClipResult(src, "failed", reason=reason)
     nbytes = save_record(rec_path, example, fp)
@@ -292,8 +320,14 @@ class RunResult:
         return [r for r in self.results if not r.ok]
 
 
-def run_clips(sources: Sequence[ClipSource], opts: ProcessOptions, cache_dir: str, num_workers: int = 0,
-              retry_failed: bool = False, log: Optional[Callable[[str], None]] = None) -> RunResult:
+def run_clips(
+    sources: Sequence[ClipSource],
+    opts: ProcessOptions,
+    cache_dir: str,
+    num_workers: int = 0,
+    retry_failed: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> RunResult:
     """Process every clip not already done, in ``num_workers`` processes (0: in this one).
 
     Workers are spawned (not forked: the parent may hold JAX threads) and each
@@ -305,8 +339,10 @@ def run_clips(sources: Sequence[ClipSource], opts: ProcessOptions, cache_dir: st
     done = {i: r for i, s in enumerate(sources) if (r := lookup(s, opts, cache_dir, retry_failed))}
     todo = [i for i in range(len(sources)) if i not in done]
     if log:
-        log(f"{len(sources)} clips: {len(done)} done before, {len(todo)} to process with "
-            f"{num_workers or 'no'} worker process{'es' if num_workers != 1 else ''}")  # fmt: skip
+        log(
+            f"{len(sources)} clips: {len(done)} done before, {len(todo)} to process with "
+            f"{num_workers or 'no'} worker process{'es' if num_workers != 1 else ''}"
+        )
     work = functools.partial(process_to_cache, opts=opts, cache_dir=cache_dir)
     for k, (i, result) in enumerate(_map(work, [sources[i] for i in todo], todo, num_workers), 1):
         done[i] = result
@@ -320,8 +356,9 @@ def _indexed(work: Callable[[ClipSource], ClipResult], item: tuple[int, ClipSour
     return item[0], work(item[1])
 
 
-def _map(work: Callable[[ClipSource], ClipResult], items: list[ClipSource], indices: list[int],
-         num_workers: int) -> Iterator[tuple[int, ClipResult]]:
+def _map(
+    work: Callable[[ClipSource], ClipResult], items: list[ClipSource], indices: list[int], num_workers: int
+) -> Iterator[tuple[int, ClipResult]]:
     """(index, result) pairs as clips finish."""
     pairs = list(zip(indices, items))
     if num_workers <= 0 or not pairs:

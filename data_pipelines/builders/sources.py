@@ -14,7 +14,7 @@ import hashlib
 import os
 import pathlib
 from collections import defaultdict
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".flv", ".mpg", ".mpeg", ".ts")
 SPLITS = ("train", "val", "test")
@@ -83,8 +83,10 @@ def _unique(sources: list[ClipSource]) -> list[ClipSource]:
     seen: dict[str, str] = {}
     for s in sources:
         if s.clip_id in seen:
-            raise ValueError(f"two inputs give the same clip id {s.clip_id!r}: {seen[s.clip_id]} and {s.path}; "
-                             "rename one (clip ids drop the file suffix)")  # fmt: skip
+            raise ValueError(
+                f"two inputs give the same clip id {s.clip_id!r}: {seen[s.clip_id]} and {s.path}; "
+                "rename one (clip ids drop the file suffix)"
+            )
         seen[s.clip_id] = s.path
     return sources
 
@@ -120,8 +122,10 @@ def voxceleb2_sources(root: str | os.PathLike, first_utterance_only: bool = True
     parts = [(base / part / "mp4", split) for part, split in (("dev", ""), ("test", "test"))]
     parts = [(d, split) for d, split in parts if d.is_dir()]
     if not parts:
-        raise FileNotFoundError(f"--input={root} is not a VoxCeleb2 folder: expected "
-                                "dev/mp4/<id>/<video>/<utt>.mp4 and/or test/mp4/... under it")  # fmt: skip
+        raise FileNotFoundError(
+            f"--input={root} is not a VoxCeleb2 folder: expected "
+            "dev/mp4/<id>/<video>/<utt>.mp4 and/or test/mp4/... under it"
+        )
     out = []
     for folder, split in parts:
         by_video: dict[tuple[str, str], list[pathlib.Path]] = defaultdict(list)
@@ -155,8 +159,10 @@ def lrw_sources(root: str | os.PathLike) -> list[ClipSource]:
         if split in SPLITS and f.stem.startswith(f"{word}_"):
             out.append(ClipSource(str(f), f"{word}/{split}/{f.stem}", word, split))
     if not out:
-        raise ValueError(f"--input={root} is not an LRW folder: expected "
-                         "lipread_mp4/<WORD>/{train,val,test}/<WORD>_00001.mp4 under it")  # fmt: skip
+        raise ValueError(
+            f"--input={root} is not an LRW folder: expected "
+            "lipread_mp4/<WORD>/{train,val,test}/<WORD>_00001.mp4 under it"
+        )
     return out
 
 
@@ -165,8 +171,9 @@ def _speaker_rank(speakers: Iterable[str]) -> list[str]:
     return sorted(set(speakers), key=lambda s: (hashlib.sha1(s.encode()).hexdigest(), s))
 
 
-def assign_splits(sources: Sequence[ClipSource], mode: str = "auto", val_fraction: float = 0.05,
-                  test_fraction: float = 0.0) -> list[ClipSource]:
+def assign_splits(
+    sources: Sequence[ClipSource], mode: str = "auto", val_fraction: float = 0.05, test_fraction: float = 0.0
+) -> list[ClipSource]:
     """Sources with their split decided.
 
     mode "train"/"val"/"test": every clip goes to that split. mode "auto": official
@@ -187,7 +194,9 @@ def assign_splits(sources: Sequence[ClipSource], mode: str = "auto", val_fractio
     ranked = _speaker_rank(s.speaker_id for s in sources if not s.split)
     n_test, n_val = round(test_fraction * len(ranked)), round(val_fraction * len(ranked))
     if ranked and n_test + n_val >= len(ranked):
-        raise ValueError(f"--val_fraction={val_fraction} and --test_fraction={test_fraction} leave no training "
-                         f"speaker out of {len(ranked)}; lower them")  # fmt: skip
+        raise ValueError(
+            f"--val_fraction={val_fraction} and --test_fraction={test_fraction} leave no training "
+            f"speaker out of {len(ranked)}; lower them"
+        )
     split_of = {spk: "test" if i < n_test else "val" if i < n_test + n_val else "train" for i, spk in enumerate(ranked)}
     return [s if s.split else dataclasses.replace(s, split=split_of[s.speaker_id]) for s in sources]

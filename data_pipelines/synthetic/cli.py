@@ -26,7 +26,8 @@ import secrets
 import subprocess
 import sys
 import time
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from absl import flags
@@ -59,8 +60,9 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     flags.DEFINE_string("size", "256", 'Frame size: "256" (square) or "WxH" such as "320x240"; even, 64-2048.', **fv)
     flags.DEFINE_float("seconds", 3.0, "Duration of every clip in seconds (0 < s <= 600).", **fv)
     flags.DEFINE_string("audio_format", "wav", "Format of the separate audio file: wav, mp3 or m4a.", **fv)
-    flags.DEFINE_integer("identities", 4, "Number of identities (= speakers): even ones are photo variants, "
-                         "odd ones drawn faces.", **fv)  # fmt: skip
+    flags.DEFINE_integer(
+        "identities", 4, "Number of identities (= speakers): even ones are photo variants, odd ones drawn faces.", **fv
+    )
     # `--help` lists the key flags of the module named by argv[0] (the console script).
     for name in ("out", "num_clips", "seed", "fps", "size", "seconds", "audio_format", "identities"):
         flag_values.register_key_flag_for_module(sys.argv[0], flag_values[name])
@@ -74,7 +76,7 @@ def parse_size(text: str) -> tuple[int, int]:
     """
     m = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+)\s*)?", text or "")
     if not m:
-        raise ValueError(f'--size={text!r} is not a size; use e.g. --size=256 or --size=320x240')
+        raise ValueError(f"--size={text!r} is not a size; use e.g. --size=256 or --size=320x240")
     w = int(m.group(1))
     h = int(m.group(2)) if m.group(2) else w
     if not (64 <= w <= 2048 and 64 <= h <= 2048) or w % 2 or h % 2:
@@ -92,9 +94,28 @@ def write_audio(path: pathlib.Path, wav: np.ndarray, audio_format: str, sr: int 
         if audio_format == "wav":
             save_wav(tmp, wav, sr)
         else:
-            cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-                   "-f", "f32le", "-ar", str(sr), "-ac", "1", "-i", "-",
-                   "-map_metadata", "-1", "-fflags", "+bitexact", *_FFMPEG_AUDIO[audio_format], str(tmp)]  # fmt: skip
+            cmd = [
+                ffmpeg_exe(),
+                "-hide_banner",
+                "-nostdin",
+                "-loglevel",
+                "error",
+                "-y",
+                "-f",
+                "f32le",
+                "-ar",
+                str(sr),
+                "-ac",
+                "1",
+                "-i",
+                "-",
+                "-map_metadata",
+                "-1",
+                "-fflags",
+                "+bitexact",
+                *_FFMPEG_AUDIO[audio_format],
+                str(tmp),
+            ]
             data = np.ascontiguousarray(wav, dtype="<f4").tobytes()
             proc = subprocess.run(cmd, input=data, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
             if proc.returncode != 0:
@@ -168,7 +189,7 @@ def generate_dataset(
     seconds: float = 3.0,
     audio_format: str = "wav",
     identities: int = 4,
-    log: Optional[Callable[[str], None]] = None,
+    log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Writes ``num_clips`` clips and ``manifest.json`` under ``out``; returns the manifest.
 
@@ -208,8 +229,16 @@ def generate_dataset(
             for frames in clip.iter_frames():
                 writer.write(frames)
         _write_json(root / rel["meta"], clip_metadata(clip, rel))
-        entries.append({"clip_id": clip.clip_id, "speaker_id": clip.speaker_id, "identity": clip.identity,
-                        "identity_kind": clip.identity_kind, "num_frames": clip.num_frames, **rel})  # fmt: skip
+        entries.append(
+            {
+                "clip_id": clip.clip_id,
+                "speaker_id": clip.speaker_id,
+                "identity": clip.identity,
+                "identity_kind": clip.identity_kind,
+                "num_frames": clip.num_frames,
+                **rel,
+            }
+        )
         if log:
             took = time.perf_counter() - start
             log(f"[{i + 1}/{num_clips}] {root / rel['video']} ({clip.num_frames} frames, {took:.2f} s)")
@@ -238,15 +267,24 @@ def _main(argv: list[str]) -> None:
         raise ValueError("--out is required: the directory to write the clips to")
     start = time.perf_counter()
     manifest = generate_dataset(
-        FLAGS.out, FLAGS.num_clips, FLAGS.seed, FLAGS.fps, parse_size(FLAGS.size),
-        FLAGS.seconds, FLAGS.audio_format, FLAGS.identities, log=print,
-    )  # fmt: skip
+        FLAGS.out,
+        FLAGS.num_clips,
+        FLAGS.seed,
+        FLAGS.fps,
+        parse_size(FLAGS.size),
+        FLAGS.seconds,
+        FLAGS.audio_format,
+        FLAGS.identities,
+        log=print,
+    )
     n = manifest["num_clips"]
-    print(f"{PROG}: wrote {n} clip{'s' if n != 1 else ''} to {FLAGS.out} in {time.perf_counter() - start:.1f} s "
-          f"(manifest: {os.path.join(FLAGS.out, 'manifest.json')})")  # fmt: skip
+    print(
+        f"{PROG}: wrote {n} clip{'s' if n != 1 else ''} to {FLAGS.out} in {time.perf_counter() - start:.1f} s "
+        f"(manifest: {os.path.join(FLAGS.out, 'manifest.json')})"
+    )
 
 
-def run(argv: Optional[list[str]] = None) -> None:
+def run(argv: list[str] | None = None) -> None:
     """Console-script entry point ``diff2lip-synth``."""
     from diff2lip_jax.cli import run_app
 

@@ -11,7 +11,7 @@ num_identities`` comes from :func:`faces.make_identity`.
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator, Optional
+from collections.abc import Iterator
 
 import cv2
 import numpy as np
@@ -59,13 +59,13 @@ class Clip:
     mouth_boxes: np.ndarray
     f0_range: tuple[float, float]
     motion: np.ndarray
-    frames: Optional[np.ndarray] = None
+    frames: np.ndarray | None = None
 
     @property
     def num_frames(self) -> int:
         return int(self.mouth_opening.shape[0])
 
-    def render(self, start: int = 0, stop: Optional[int] = None) -> np.ndarray:
+    def render(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Frames ``start..stop-1``: uint8 ``[n, H, W, 3]`` RGB (deterministic; no state)."""
         stop = self.num_frames if stop is None else min(stop, self.num_frames)
         ident = faces.make_identity(self.seed, self.identity)
@@ -75,9 +75,12 @@ class Clip:
             x0, y0, x1, y1 = faces.draw_mouth(work, ident, float(self.mouth_opening[i]), float(self.mouth_width[i]))
             # Reflected borders: a view reaching past the scene edge shows no black wedge.
             out[j] = cv2.warpAffine(
-                work, self.motion[i], (self.width, self.height), flags=cv2.INTER_LINEAR,
+                work,
+                self.motion[i],
+                (self.width, self.height),
+                flags=cv2.INTER_LINEAR,
                 borderMode=cv2.BORDER_REFLECT_101,
-            )  # fmt: skip
+            )
             work[y0:y1, x0:x1] = ident.scene[y0:y1, x0:x1]
         return out
 
@@ -199,11 +202,22 @@ def synthesize_clip(
     motion = head_motion(ident, np.random.default_rng([seed, 4, clip_index]), num_frames, fps, width, height)
     speaker_id, clip_id = clip_name(clip_index, num_identities)
     clip = Clip(
-        clip_id=clip_id, speaker_id=speaker_id, identity=identity, identity_kind=ident.kind,
-        seed=seed, clip_index=clip_index, fps=float(fps), sample_rate=SAMPLE_RATE, width=width, height=height,
-        audio=audio, mouth_opening=opening, mouth_width=mouth_width,
+        clip_id=clip_id,
+        speaker_id=speaker_id,
+        identity=identity,
+        identity_kind=ident.kind,
+        seed=seed,
+        clip_index=clip_index,
+        fps=float(fps),
+        sample_rate=SAMPLE_RATE,
+        width=width,
+        height=height,
+        audio=audio,
+        mouth_opening=opening,
+        mouth_width=mouth_width,
         face_boxes=_boxes(motion, ident.face_box).astype(np.float32),
         mouth_boxes=_mouth_boxes(ident, motion, opening, mouth_width).astype(np.float32),
-        f0_range=(ident.voice.f0_low, ident.voice.f0_high), motion=motion,
-    )  # fmt: skip
+        f0_range=(ident.voice.f0_low, ident.voice.f0_high),
+        motion=motion,
+    )
     return dataclasses.replace(clip, frames=clip.render()) if render else clip

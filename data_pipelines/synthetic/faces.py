@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Union
 
 import cv2
 import numpy as np
@@ -39,7 +38,7 @@ _HAIR = np.array([[30, 22, 18], [70, 45, 25], [140, 95, 50], [200, 170, 110], [1
 _IRIS = np.array([[70, 45, 25], [40, 90, 140], [60, 110, 60], [30, 25, 20]], float)
 
 
-FloatOrArray = Union[float, np.ndarray]
+FloatOrArray = float | np.ndarray
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,11 +121,20 @@ def _photo_identity(index: int, rng: np.random.Generator, voice: Voice) -> Ident
     scene = np.ascontiguousarray(img)
     scene.setflags(write=False)
     return Identity(
-        index=index, kind="photo", scene=scene, face_box=box, mouth_center=mouth,
-        mouth_half_width=_PHOTO_MOUTH_HALF_WIDTH * float(rng.uniform(0.9, 1.1)), mouth_max_open=10.0,
-        lip_thickness=3.2, lip_color=_rgb(lip), inner_color=(45.0, 12.0, 18.0), teeth_color=(235.0, 230.0, 215.0),
-        voice=voice, **_framing(rng, 6.0 if index > 0 else 0.0),
-    )  # fmt: skip
+        index=index,
+        kind="photo",
+        scene=scene,
+        face_box=box,
+        mouth_center=mouth,
+        mouth_half_width=_PHOTO_MOUTH_HALF_WIDTH * float(rng.uniform(0.9, 1.1)),
+        mouth_max_open=10.0,
+        lip_thickness=3.2,
+        lip_color=_rgb(lip),
+        inner_color=(45.0, 12.0, 18.0),
+        teeth_color=(235.0, 230.0, 215.0),
+        voice=voice,
+        **_framing(rng, 6.0 if index > 0 else 0.0),
+    )
 
 
 def _pt(x: float, y: float) -> tuple[int, int]:
@@ -218,13 +226,20 @@ def _drawn_identity(index: int, rng: np.random.Generator, voice: Voice) -> Ident
     # Face box from the brow line to the chin; the mouth (centre at 0.58 ay below the
     # head centre, opening up to 0.13 ay) stays below the box midline at 0.19 ay.
     return Identity(
-        index=index, kind="drawn", scene=scene,
+        index=index,
+        kind="drawn",
+        scene=scene,
         face_box=(float(cx - ax), float(cy - 0.62 * ay), float(cx + ax), float(cy + ay + 2.0)),
-        mouth_center=(float(cx), float(cy + 0.58 * ay)), mouth_half_width=float(0.32 * ax),
-        mouth_max_open=float(0.13 * ay), lip_thickness=float(0.07 * ay),
-        lip_color=_rgb(lip), inner_color=(40.0, 10.0, 15.0), teeth_color=(240.0, 238.0, 228.0),
-        voice=voice, **_framing(rng, 5.0),
-    )  # fmt: skip
+        mouth_center=(float(cx), float(cy + 0.58 * ay)),
+        mouth_half_width=float(0.32 * ax),
+        mouth_max_open=float(0.13 * ay),
+        lip_thickness=float(0.07 * ay),
+        lip_color=_rgb(lip),
+        inner_color=(40.0, 10.0, 15.0),
+        teeth_color=(240.0, 238.0, 228.0),
+        voice=voice,
+        **_framing(rng, 5.0),
+    )
 
 
 @functools.lru_cache(maxsize=64)

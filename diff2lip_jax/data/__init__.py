@@ -11,15 +11,46 @@ Datasets are written by ``diff2lip-preprocess`` (``data_pipelines``); this
 package only reads them, through TFDS's numpy reader (no TensorFlow).
 """
 
-from diff2lip_jax.data.pipeline import (ImagesToUnitRange, TrainWindows, WholeClip, make_eval_loader,
-                                        make_train_loader, train_dataset)
-from diff2lip_jax.data.records import (FEATURE_NAMES, FPS, IMAGE_SIZE, WINDOW, decode_jpegs, find_dataset_dir,
-                                       open_split, text, tfds_features, to_unit_range, valid_window_starts,
-                                       window_mels)
+from diff2lip_jax.data.pipeline import (
+    ImagesToUnitRange,
+    TrainWindows,
+    WholeClip,
+    make_eval_loader,
+    make_train_loader,
+    train_dataset,
+)
+from diff2lip_jax.data.records import (
+    FEATURE_NAMES,
+    FPS,
+    IMAGE_SIZE,
+    WINDOW,
+    decode_jpegs,
+    find_dataset_dir,
+    open_split,
+    text,
+    tfds_features,
+    to_unit_range,
+    valid_window_starts,
+    window_mels,
+)
 
 __all__ = [
-    "FEATURE_NAMES", "FPS", "IMAGE_SIZE", "WINDOW",
-    "ImagesToUnitRange", "TrainWindows", "WholeClip",
-    "decode_jpegs", "find_dataset_dir", "make_eval_loader", "make_train_loader", "open_split", "text",
-    "tfds_features", "to_unit_range", "train_dataset", "valid_window_starts", "window_mels",
+    "FEATURE_NAMES",
+    "FPS",
+    "IMAGE_SIZE",
+    "WINDOW",
+    "ImagesToUnitRange",
+    "TrainWindows",
+    "WholeClip",
+    "decode_jpegs",
+    "find_dataset_dir",
+    "make_eval_loader",
+    "make_train_loader",
+    "open_split",
+    "text",
+    "tfds_features",
+    "to_unit_range",
+    "train_dataset",
+    "valid_window_starts",
+    "window_mels",
 ]

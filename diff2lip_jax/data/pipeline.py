@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any
 
 import grain
 import numpy as np
@@ -78,7 +79,7 @@ class TrainWindows(grain.transforms.MapWithIndex):
     seed: int
     shard_index: int = 0
     nrefer: int = 1
-    image_size: Optional[int] = None
+    image_size: int | None = None
 
     def map_with_index(self, index: int, clip_index: int) -> dict[str, np.ndarray]:
         clip_index = int(clip_index)
@@ -86,19 +87,21 @@ class TrainWindows(grain.transforms.MapWithIndex):
         has_face, mel = np.asarray(rec["has_face"], bool), rec["mel"]
         starts = np.flatnonzero(records.valid_window_starts(has_face, mel.shape[1]))
         if starts.size == 0:
-            raise ValueError(f"clip {records.text(rec['clip_id'])} has no valid 5-frame window; "
-                             "re-run diff2lip-preprocess (it drops such clips)")  # fmt: skip
+            raise ValueError(
+                f"clip {records.text(rec['clip_id'])} has no valid 5-frame window; "
+                "re-run diff2lip-preprocess (it drops such clips)"
+            )
         rng = np.random.default_rng((self.seed, self.shard_index, index))
         start = int(rng.choice(starts))
         faces = np.flatnonzero(has_face)
         outside = faces[(faces < start) | (faces >= start + records.WINDOW)]
         refs = rng.choice(outside, size=self.nrefer, replace=outside.size < self.nrefer)
         blobs = rec["frames"]
-        images = records.decode_jpegs([*blobs[start:start + records.WINDOW], *blobs[refs]], self.image_size)
+        images = records.decode_jpegs([*blobs[start : start + records.WINDOW], *blobs[refs]], self.image_size)
         indiv_mels, sync_mel = records.window_mels(mel, start)
         return {
             "frames": images[: records.WINDOW],
-            "ref": images[records.WINDOW] if self.nrefer == 1 else images[records.WINDOW:],
+            "ref": images[records.WINDOW] if self.nrefer == 1 else images[records.WINDOW :],
             "indiv_mels": indiv_mels,
             "sync_mel": sync_mel,
             "clip_index": np.int32(clip_index),
@@ -123,7 +126,7 @@ class WholeClip(grain.transforms.Map):
     """Clip index -> the whole clip in frame order, for generation and evaluation."""
 
     source: Any
-    image_size: Optional[int] = None
+    image_size: int | None = None
 
     def map(self, clip_index: int) -> dict[str, Any]:
         rec = self.source[int(clip_index)]
@@ -152,7 +155,7 @@ def _absl_flags_ready() -> None:
         flags.FLAGS.mark_as_parsed()
 
 
-def _shard(shard_options: Optional[grain.sharding.ShardOptions]) -> grain.sharding.ShardOptions:
+def _shard(shard_options: grain.sharding.ShardOptions | None) -> grain.sharding.ShardOptions:
     # Default: one shard per JAX process (multi-host training reads disjoint clips).
     return shard_options if shard_options is not None else grain.sharding.ShardByJaxProcess(drop_remainder=True)
 
@@ -166,8 +169,10 @@ def _shard_clips(num_clips: int, options: grain.sharding.ShardOptions) -> grain.
     usable = num_clips - num_clips % options.shard_count if options.drop_remainder else num_clips
     ds = grain.MapDataset.range(usable)[options.shard_index :: options.shard_count]
     if len(ds) == 0:
-        raise ValueError(f"shard {options.shard_index} of {options.shard_count} gets no clip out of {num_clips}; "
-                         "prepare more clips or use fewer processes")  # fmt: skip
+        raise ValueError(
+            f"shard {options.shard_index} of {options.shard_count} gets no clip out of {num_clips}; "
+            "prepare more clips or use fewer processes"
+        )
     return ds
 
 
@@ -178,12 +183,12 @@ def train_dataset(
     seed: int = 0,
     worker_count: int = 0,
     *,
-    shard_options: Optional[grain.sharding.ShardOptions] = None,
+    shard_options: grain.sharding.ShardOptions | None = None,
     nrefer: int = 1,
-    image_size: Optional[int] = None,
-    name: Optional[str] = None,
+    image_size: int | None = None,
+    name: str | None = None,
     read_threads: int = 2,
-    prefetch_buffer_size: Optional[int] = None,
+    prefetch_buffer_size: int | None = None,
     worker_buffer_size: int = 8,
 ) -> grain.IterDataset:
     """Endless stream of training batches for this process (see the module docstring).
@@ -219,8 +224,10 @@ def train_dataset(
     """
     options = _shard(shard_options)
     if global_batch_size < 1 or global_batch_size % options.shard_count:
-        raise ValueError(f"global_batch_size={global_batch_size} must be a positive multiple of the "
-                         f"process count {options.shard_count}")  # fmt: skip
+        raise ValueError(
+            f"global_batch_size={global_batch_size} must be a positive multiple of the "
+            f"process count {options.shard_count}"
+        )
     if not 0 <= seed < 2**32:
         raise ValueError(f"seed must be in [0, 2**32), got {seed}")
     if nrefer < 1 or worker_count < 0:
@@ -233,8 +240,9 @@ def train_dataset(
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=buffer))
     if worker_count > 0:
         _absl_flags_ready()
-        it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count,
-                                                         per_worker_buffer_size=worker_buffer_size))  # fmt: skip
+        it = it.mp_prefetch(
+            grain.MultiprocessingOptions(num_workers=worker_count, per_worker_buffer_size=worker_buffer_size)
+        )
     return it.batch(batch, drop_remainder=True).map(ImagesToUnitRange())
 
 
@@ -260,9 +268,9 @@ def make_eval_loader(
     data_dir: PathLike,
     split: str = "test",
     *,
-    shard_options: Optional[grain.sharding.ShardOptions] = None,
-    image_size: Optional[int] = None,
-    name: Optional[str] = None,
+    shard_options: grain.sharding.ShardOptions | None = None,
+    image_size: int | None = None,
+    name: str | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Whole clips, one at a time, in record order (this process's share, nothing dropped).
 

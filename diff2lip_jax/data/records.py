@@ -15,20 +15,31 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-from typing import Any, Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Any
 
 import cv2
 import numpy as np
 
 from diff2lip_jax import audio
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
 FPS = audio.FPS  # frames per second of every prepared clip
 WINDOW = audio.SYNCNET_T  # frames per training sequence (5)
 IMAGE_SIZE = 128  # side of the stored face crops, pixels
-FEATURE_NAMES = ("clip_id", "speaker_id", "source", "fps", "num_frames", "frame_size",
-                 "boxes", "has_face", "frames", "mel")  # fmt: skip
+FEATURE_NAMES = (
+    "clip_id",
+    "speaker_id",
+    "source",
+    "fps",
+    "num_frames",
+    "frame_size",
+    "boxes",
+    "has_face",
+    "frames",
+    "mel",
+)
 
 
 def tfds_features():
@@ -50,18 +61,20 @@ def tfds_features():
     import tensorflow_datasets as tfds
 
     f = tfds.features
-    return f.FeaturesDict({
-        "clip_id": f.Text(),
-        "speaker_id": f.Text(),
-        "source": f.Text(),
-        "fps": f.Scalar(dtype=np.int32),
-        "num_frames": f.Scalar(dtype=np.int32),
-        "frame_size": f.Tensor(shape=(2,), dtype=np.int32),
-        "boxes": f.Tensor(shape=(None, 4), dtype=np.int32),
-        "has_face": f.Tensor(shape=(None,), dtype=np.bool_),
-        "frames": f.Tensor(shape=(None,), dtype=np.object_),
-        "mel": f.Tensor(shape=(audio.NUM_MELS, None), dtype=np.float32),
-    })  # fmt: skip
+    return f.FeaturesDict(
+        {
+            "clip_id": f.Text(),
+            "speaker_id": f.Text(),
+            "source": f.Text(),
+            "fps": f.Scalar(dtype=np.int32),
+            "num_frames": f.Scalar(dtype=np.int32),
+            "frame_size": f.Tensor(shape=(2,), dtype=np.int32),
+            "boxes": f.Tensor(shape=(None, 4), dtype=np.int32),
+            "has_face": f.Tensor(shape=(None,), dtype=np.bool_),
+            "frames": f.Tensor(shape=(None,), dtype=np.object_),
+            "mel": f.Tensor(shape=(audio.NUM_MELS, None), dtype=np.float32),
+        }
+    )
 
 
 # -- locating a dataset ---------------------------------------------------------------
@@ -74,7 +87,7 @@ def _version_key(path: pathlib.Path) -> tuple[int, ...]:
         return (-1,)
 
 
-def find_dataset_dir(data_dir: PathLike, name: Optional[str] = None) -> pathlib.Path:
+def find_dataset_dir(data_dir: PathLike, name: str | None = None) -> pathlib.Path:
     """The version directory of a prepared dataset (the one holding ``dataset_info.json``).
 
     ``data_dir`` may be that directory, a dataset directory (``<out>/<name>``: the
@@ -101,14 +114,16 @@ def find_dataset_dir(data_dir: PathLike, name: Optional[str] = None) -> pathlib.
         found = {k: v for k, v in found.items() if k == name}
     if not found:
         which = f"dataset {name!r}" if name else "prepared dataset"
-        raise FileNotFoundError(f"no {which} under {root} (no <name>/<version>/dataset_info.json); "
-                                "run diff2lip-preprocess --out there first")  # fmt: skip
+        raise FileNotFoundError(
+            f"no {which} under {root} (no <name>/<version>/dataset_info.json); "
+            "run diff2lip-preprocess --out there first"
+        )
     if len(found) > 1:
         raise ValueError(f"{root} holds several datasets ({', '.join(sorted(found))}); choose one by name")
     return max(next(iter(found.values())), key=_version_key)
 
 
-def open_split(data_dir: PathLike, split: str = "train", name: Optional[str] = None):
+def open_split(data_dir: PathLike, split: str = "train", name: str | None = None):
     """Random-access view of one split: ``len(src)`` clips, ``src[i]`` a dict of numpy values.
 
     Returns TFDS's ``ArrayRecordDataSource`` (picklable, so grain workers can use it);
@@ -122,8 +137,10 @@ def open_split(data_dir: PathLike, split: str = "train", name: Optional[str] = N
     builder = tfds.builder_from_directory(os.fspath(find_dataset_dir(data_dir, name)))
     splits = builder.info.splits
     if split not in splits:
-        raise ValueError(f"dataset {builder.info.full_name} has no split {split!r}; "
-                         f"it has {', '.join(sorted(splits.keys())) or 'none'}")  # fmt: skip
+        raise ValueError(
+            f"dataset {builder.info.full_name} has no split {split!r}; "
+            f"it has {', '.join(sorted(splits.keys())) or 'none'}"
+        )
     return builder.as_data_source(split=split)
 
 
@@ -157,7 +174,7 @@ def valid_window_starts(has_face: np.ndarray, num_mel_steps: int, fps: float = F
     csum = np.concatenate([[0], np.cumsum(has_face)])
     starts = np.arange(1, n - WINDOW + 1)
     in_window = csum[starts + WINDOW] - csum[starts]
-    last_start = (float(audio.MEL_STEPS_PER_SECOND) * ((starts + WINDOW - 2).astype(np.float64) / float(fps)))
+    last_start = float(audio.MEL_STEPS_PER_SECOND) * ((starts + WINDOW - 2).astype(np.float64) / float(fps))
     audio_ok = last_start.astype(np.int64) + audio.MEL_STEP_SIZE <= num_mel_steps
     valid[starts] = (in_window == WINDOW) & (csum[-1] > WINDOW) & audio_ok
     return valid
@@ -181,13 +198,13 @@ def window_mels(mel: np.ndarray, start: int, fps: float = FPS) -> tuple[np.ndarr
 # -- images -------------------------------------------------------------------------------
 
 
-def decode_jpegs(blobs: Sequence[bytes], image_size: Optional[int] = None) -> np.ndarray:
+def decode_jpegs(blobs: Sequence[bytes], image_size: int | None = None) -> np.ndarray:
     """JPEG bytes -> uint8 RGB ``[n, S, S, 3]``; resized (area / bilinear) when ``image_size`` is set.
 
     Raises:
       ValueError: a blob is not a decodable JPEG.
     """
-    out: Optional[np.ndarray] = None
+    out: np.ndarray | None = None
     for i, blob in enumerate(blobs):
         bgr = cv2.imdecode(np.frombuffer(blob, np.uint8), cv2.IMREAD_COLOR)
         if bgr is None:

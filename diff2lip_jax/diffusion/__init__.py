@@ -14,25 +14,51 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from diff2lip_jax.diffusion.gaussian import GaussianDiffusion
-from diff2lip_jax.diffusion.losses import (discretized_gaussian_log_likelihood, masked_mean_flat,
-                                           mean_flat, normal_kl)
-from diff2lip_jax.diffusion.samplers import (ddim_sample_loop, ddim_step, intermediate_steps,
-                                             p_sample_loop, p_step, start_noise)
-from diff2lip_jax.diffusion.schedules import (betas_for_alpha_bar, get_named_beta_schedule,
-                                              respace_betas, respacing_steps, space_timesteps)
+from diff2lip_jax.diffusion.losses import discretized_gaussian_log_likelihood, masked_mean_flat, mean_flat, normal_kl
+from diff2lip_jax.diffusion.samplers import (
+    ddim_sample_loop,
+    ddim_step,
+    intermediate_steps,
+    p_sample_loop,
+    p_step,
+    start_noise,
+)
+from diff2lip_jax.diffusion.schedules import (
+    betas_for_alpha_bar,
+    get_named_beta_schedule,
+    respace_betas,
+    respacing_steps,
+    space_timesteps,
+)
 
-DIFFUSION_FLAGS = ("diffusion_steps", "noise_schedule", "learn_sigma", "timestep_respacing",
-                   "predict_xstart", "rescale_timesteps")
+DIFFUSION_FLAGS = (
+    "diffusion_steps",
+    "noise_schedule",
+    "learn_sigma",
+    "timestep_respacing",
+    "predict_xstart",
+    "rescale_timesteps",
+)
 
 # guided-diffusion's defaults for flags a config leaves out.
-_DEFAULTS = dict(diffusion_steps=1000, noise_schedule="linear", learn_sigma=False,
-                 timestep_respacing="", predict_xstart=False, rescale_timesteps=False)
+_DEFAULTS = dict(
+    diffusion_steps=1000,
+    noise_schedule="linear",
+    learn_sigma=False,
+    timestep_respacing="",
+    predict_xstart=False,
+    rescale_timesteps=False,
+)
 
 
-def create_diffusion(diffusion_steps: int, noise_schedule: str, learn_sigma: bool,
-                     timestep_respacing: str | Sequence[int] | None,
-                     predict_xstart: bool = False, rescale_timesteps: bool = False
-                     ) -> GaussianDiffusion:
+def create_diffusion(
+    diffusion_steps: int,
+    noise_schedule: str,
+    learn_sigma: bool,
+    timestep_respacing: str | Sequence[int] | None,
+    predict_xstart: bool = False,
+    rescale_timesteps: bool = False,
+) -> GaussianDiffusion:
     """The (respaced) diffusion of the official flags.
 
     diffusion_steps: T of the original process; noise_schedule: "linear" | "cosine";
@@ -45,13 +71,17 @@ def create_diffusion(diffusion_steps: int, noise_schedule: str, learn_sigma: boo
     steps = int(diffusion_steps)
     betas = get_named_beta_schedule(str(noise_schedule), steps)
     new_betas, timestep_map = respace_betas(betas, respacing_steps(steps, timestep_respacing))
-    return GaussianDiffusion.from_betas(new_betas, timestep_map, original_num_steps=steps,
-                                        learn_sigma=learn_sigma, predict_xstart=predict_xstart,
-                                        rescale_timesteps=rescale_timesteps)
+    return GaussianDiffusion.from_betas(
+        new_betas,
+        timestep_map,
+        original_num_steps=steps,
+        learn_sigma=learn_sigma,
+        predict_xstart=predict_xstart,
+        rescale_timesteps=rescale_timesteps,
+    )
 
 
-def create_diffusion_from_config(cfg: Mapping[str, Any] | Any,
-                                 **overrides: Any) -> GaussianDiffusion:
+def create_diffusion_from_config(cfg: Mapping[str, Any] | Any, **overrides: Any) -> GaussianDiffusion:
     """`create_diffusion` from a dict / ConfigDict holding the official flag names.
 
     Accepts the diffusion sub-config or a whole config with a `diffusion` field;
@@ -69,9 +99,23 @@ def create_diffusion_from_config(cfg: Mapping[str, Any] | Any,
 
 
 __all__ = [
-    "DIFFUSION_FLAGS", "GaussianDiffusion", "betas_for_alpha_bar", "create_diffusion",
-    "create_diffusion_from_config", "ddim_sample_loop", "ddim_step",
-    "discretized_gaussian_log_likelihood", "get_named_beta_schedule", "intermediate_steps",
-    "masked_mean_flat", "mean_flat", "normal_kl", "p_sample_loop", "p_step", "respace_betas",
-    "respacing_steps", "space_timesteps", "start_noise",
+    "DIFFUSION_FLAGS",
+    "GaussianDiffusion",
+    "betas_for_alpha_bar",
+    "create_diffusion",
+    "create_diffusion_from_config",
+    "ddim_sample_loop",
+    "ddim_step",
+    "discretized_gaussian_log_likelihood",
+    "get_named_beta_schedule",
+    "intermediate_steps",
+    "masked_mean_flat",
+    "mean_flat",
+    "normal_kl",
+    "p_sample_loop",
+    "p_step",
+    "respace_betas",
+    "respacing_steps",
+    "space_timesteps",
+    "start_noise",
 ]

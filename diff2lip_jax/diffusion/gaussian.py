@@ -68,10 +68,16 @@ class GaussianDiffusion:
     rescale_timesteps: bool = flax.struct.field(pytree_node=False)
 
     @classmethod
-    def from_betas(cls, betas: np.ndarray, timestep_map: np.ndarray | None = None, *,
-                   original_num_steps: int | None = None, learn_sigma: bool = False,
-                   predict_xstart: bool = False, rescale_timesteps: bool = False
-                   ) -> "GaussianDiffusion":
+    def from_betas(
+        cls,
+        betas: np.ndarray,
+        timestep_map: np.ndarray | None = None,
+        *,
+        original_num_steps: int | None = None,
+        learn_sigma: bool = False,
+        predict_xstart: bool = False,
+        rescale_timesteps: bool = False,
+    ) -> GaussianDiffusion:
         """Derive every schedule array from betas (float64 [S]) in float64, store as float32.
 
         `timestep_map` (int [S]) names the original step of each kept step (identity
@@ -95,7 +101,7 @@ class GaussianDiffusion:
             post_log_var = np.log(np.append(post_var[1], post_var[1:]) if steps > 1 else post_var)
         # "Fixed large" variance: betas, except the first step takes the posterior value.
         large_var = np.append(post_var[1], betas[1:]) if steps > 1 else betas.copy()
-        f32 = lambda a: jnp.asarray(np.asarray(a, np.float64), jnp.float32)  # noqa: E731
+        f32 = lambda a: jnp.asarray(np.asarray(a, np.float64), jnp.float32)
         return cls(
             betas=f32(betas),
             log_betas=f32(np.log(betas)),
@@ -140,27 +146,29 @@ class GaussianDiffusion:
 
     def q_sample(self, x_start: Array, t: Array, noise: Array) -> Array:
         """Sample of q(x_t | x_0) = sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise; x_start's shape."""
-        return (_extract(self.sqrt_alphas_cumprod, t, x_start.ndim) * x_start
-                + _extract(self.sqrt_one_minus_alphas_cumprod, t, x_start.ndim) * noise)
+        return (
+            _extract(self.sqrt_alphas_cumprod, t, x_start.ndim) * x_start
+            + _extract(self.sqrt_one_minus_alphas_cumprod, t, x_start.ndim) * noise
+        )
 
-    def q_posterior_mean_variance(self, x_start: Array, x_t: Array, t: Array
-                                  ) -> tuple[Array, Array, Array]:
+    def q_posterior_mean_variance(self, x_start: Array, x_t: Array, t: Array) -> tuple[Array, Array, Array]:
         """Mean, variance and clipped log-variance of q(x_{t-1} | x_t, x_0)."""
         nd = x_t.ndim
-        mean = (_extract(self.posterior_mean_coef1, t, nd) * x_start
-                + _extract(self.posterior_mean_coef2, t, nd) * x_t)
-        return (mean, _extract(self.posterior_variance, t, nd),
-                _extract(self.posterior_log_variance_clipped, t, nd))
+        mean = _extract(self.posterior_mean_coef1, t, nd) * x_start + _extract(self.posterior_mean_coef2, t, nd) * x_t
+        return (mean, _extract(self.posterior_variance, t, nd), _extract(self.posterior_log_variance_clipped, t, nd))
 
     def predict_xstart_from_eps(self, x_t: Array, t: Array, eps: Array) -> Array:
         """x_0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t), x_t's shape."""
-        return (_extract(self.sqrt_recip_alphas_cumprod, t, x_t.ndim) * x_t
-                - _extract(self.sqrt_recipm1_alphas_cumprod, t, x_t.ndim) * eps)
+        return (
+            _extract(self.sqrt_recip_alphas_cumprod, t, x_t.ndim) * x_t
+            - _extract(self.sqrt_recipm1_alphas_cumprod, t, x_t.ndim) * eps
+        )
 
     def predict_eps_from_xstart(self, x_t: Array, t: Array, pred_xstart: Array) -> Array:
         """The eps that maps x_0 to x_t at step t (inverse of `predict_xstart_from_eps`)."""
-        return ((_extract(self.sqrt_recip_alphas_cumprod, t, x_t.ndim) * x_t - pred_xstart)
-                / _extract(self.sqrt_recipm1_alphas_cumprod, t, x_t.ndim))
+        return (_extract(self.sqrt_recip_alphas_cumprod, t, x_t.ndim) * x_t - pred_xstart) / _extract(
+            self.sqrt_recipm1_alphas_cumprod, t, x_t.ndim
+        )
 
     # ----------------------------------------------------------------- reverse process
 
@@ -169,14 +177,14 @@ class GaussianDiffusion:
         c = x.shape[-1]
         expected = 2 * c if self.learn_sigma else c
         if model_output.shape[:-1] != x.shape[:-1] or model_output.shape[-1] != expected:
-            raise ValueError(f"model output {model_output.shape}, "
-                             f"expected {x.shape[:-1] + (expected,)}")
+            raise ValueError(f"model output {model_output.shape}, expected {x.shape[:-1] + (expected,)}")
         if self.learn_sigma:
             return model_output[..., :c], model_output[..., c:]
         return model_output, None
 
-    def p_mean_variance_from_output(self, model_output: Array, x: Array, t: Array,
-                                    clip_denoised: bool = True) -> dict[str, Array]:
+    def p_mean_variance_from_output(
+        self, model_output: Array, x: Array, t: Array, clip_denoised: bool = True
+    ) -> dict[str, Array]:
         """p(x_{t-1} | x_t) from a model output already computed at (x, t).
 
         Returns {"mean", "variance", "log_variance", "pred_xstart"}, each x's shape
@@ -202,11 +210,16 @@ class GaussianDiffusion:
         if clip_denoised:
             pred_xstart = jnp.clip(pred_xstart, -1.0, 1.0)
         mean, _, _ = self.q_posterior_mean_variance(pred_xstart, x, t)
-        return {"mean": mean, "variance": variance, "log_variance": log_variance,
-                "pred_xstart": pred_xstart}
+        return {"mean": mean, "variance": variance, "log_variance": log_variance, "pred_xstart": pred_xstart}
 
-    def p_mean_variance(self, model_fn: ModelFn, x: Array, t: Array, clip_denoised: bool = True,
-                        model_kwargs: Mapping[str, Any] | None = None) -> dict[str, Array]:
+    def p_mean_variance(
+        self,
+        model_fn: ModelFn,
+        x: Array,
+        t: Array,
+        clip_denoised: bool = True,
+        model_kwargs: Mapping[str, Any] | None = None,
+    ) -> dict[str, Array]:
         """Call `model_fn(x, model_timesteps(t), **model_kwargs)` and return
         `p_mean_variance_from_output` of its output."""
         out = model_fn(x, self.model_timesteps(t), **(model_kwargs or {}))
@@ -214,8 +227,15 @@ class GaussianDiffusion:
 
     # ----------------------------------------------------------------- bound and losses
 
-    def vb_terms_bpd(self, model_output: Array, x_start: Array, x_t: Array, t: Array,
-                     clip_denoised: bool = False, mask: Array | None = None) -> Array:
+    def vb_terms_bpd(
+        self,
+        model_output: Array,
+        x_start: Array,
+        x_t: Array,
+        t: Array,
+        clip_denoised: bool = False,
+        mask: Array | None = None,
+    ) -> Array:
         """One term of the variational bound, in bits per dimension: [B] float32.
 
         KL(q(x_{t-1}|x_t,x_0) || p(x_{t-1}|x_t)) for t > 0, the discretised decoder
@@ -226,8 +246,8 @@ class GaussianDiffusion:
         out = self.p_mean_variance_from_output(model_output, x_t, t, clip_denoised)
         kl = losses.normal_kl(true_mean, true_log_var, out["mean"], out["log_variance"])
         nll = -losses.discretized_gaussian_log_likelihood(
-            x_start, means=out["mean"],
-            log_scales=jnp.broadcast_to(0.5 * out["log_variance"], x_start.shape))
+            x_start, means=out["mean"], log_scales=jnp.broadcast_to(0.5 * out["log_variance"], x_start.shape)
+        )
         if mask is not None:
             kl = kl * mask
             nll = nll * mask
@@ -241,9 +261,15 @@ class GaussianDiffusion:
         mean, _, log_var = self.q_mean_variance(x_start, t)
         return losses.mean_flat(losses.normal_kl(mean, log_var, 0.0, 0.0)) / _LOG2
 
-    def training_losses(self, model_fn: ModelFn, x_start: Array, t: Array, noise: Array,
-                        model_kwargs: Mapping[str, Any] | None = None,
-                        mask: Array | None = None) -> dict[str, Array]:
+    def training_losses(
+        self,
+        model_fn: ModelFn,
+        x_start: Array,
+        t: Array,
+        noise: Array,
+        model_kwargs: Mapping[str, Any] | None = None,
+        mask: Array | None = None,
+    ) -> dict[str, Array]:
         """guided-diffusion's hybrid loss on one noised batch.
 
         x_start, noise [B,H,W,C] float32; t int [B] (indices of this process; use the
@@ -279,17 +305,19 @@ class GaussianDiffusion:
 
     # ----------------------------------------------------------------- sampling
 
-    def ddim_sample_loop(self, model_fn: ModelFn, noise, model_kwargs=None, clip_denoised=True,
-                         eta=0.0, rng=None, **kwargs):
+    def ddim_sample_loop(
+        self, model_fn: ModelFn, noise, model_kwargs=None, clip_denoised=True, eta=0.0, rng=None, **kwargs
+    ):
         """See `samplers.ddim_sample_loop`."""
-        return samplers.ddim_sample_loop(self, model_fn, noise, model_kwargs=model_kwargs,
-                                         clip_denoised=clip_denoised, eta=eta, rng=rng, **kwargs)
+        return samplers.ddim_sample_loop(
+            self, model_fn, noise, model_kwargs=model_kwargs, clip_denoised=clip_denoised, eta=eta, rng=rng, **kwargs
+        )
 
-    def p_sample_loop(self, model_fn: ModelFn, noise, model_kwargs=None, clip_denoised=True,
-                      rng=None, **kwargs):
+    def p_sample_loop(self, model_fn: ModelFn, noise, model_kwargs=None, clip_denoised=True, rng=None, **kwargs):
         """See `samplers.p_sample_loop`."""
-        return samplers.p_sample_loop(self, model_fn, noise, model_kwargs=model_kwargs,
-                                      clip_denoised=clip_denoised, rng=rng, **kwargs)
+        return samplers.p_sample_loop(
+            self, model_fn, noise, model_kwargs=model_kwargs, clip_denoised=clip_denoised, rng=rng, **kwargs
+        )
 
     def intermediate_timesteps(self, num: int) -> np.ndarray:
         """Original timesteps at which `return_intermediates=num` records x_t and x0: int [num]."""

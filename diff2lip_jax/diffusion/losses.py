@@ -15,10 +15,8 @@ def normal_kl(mean1: ArrayLike, logvar1: ArrayLike, mean2: ArrayLike, logvar2: A
 
     Arguments broadcast against each other (scalars allowed); float32 result.
     """
-    mean1, logvar1, mean2, logvar2 = (jnp.asarray(a, jnp.float32)
-                                      for a in (mean1, logvar1, mean2, logvar2))
-    return 0.5 * (-1.0 + logvar2 - logvar1 + jnp.exp(logvar1 - logvar2)
-                  + jnp.square(mean1 - mean2) * jnp.exp(-logvar2))
+    mean1, logvar1, mean2, logvar2 = (jnp.asarray(a, jnp.float32) for a in (mean1, logvar1, mean2, logvar2))
+    return 0.5 * (-1.0 + logvar2 - logvar1 + jnp.exp(logvar1 - logvar2) + jnp.square(mean1 - mean2) * jnp.exp(-logvar2))
 
 
 def approx_standard_normal_cdf(x: Array) -> Array:
@@ -26,7 +24,7 @@ def approx_standard_normal_cdf(x: Array) -> Array:
 
     Kept instead of the exact erf so the bound matches the official numbers.
     """
-    return 0.5 * (1.0 + jnp.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
+    return 0.5 * (1.0 + jnp.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
 
 
 def discretized_gaussian_log_likelihood(x: Array, *, means: Array, log_scales: Array) -> Array:
@@ -37,8 +35,7 @@ def discretized_gaussian_log_likelihood(x: Array, *, means: Array, log_scales: A
     shape; returns that shape, float32.
     """
     if not x.shape == means.shape == log_scales.shape:
-        raise ValueError(f"shapes differ: x {x.shape}, means {means.shape}, "
-                         f"log_scales {log_scales.shape}")
+        raise ValueError(f"shapes differ: x {x.shape}, means {means.shape}, log_scales {log_scales.shape}")
     centered = x - means
     inv_stdv = jnp.exp(-log_scales)
     cdf_plus = approx_standard_normal_cdf(inv_stdv * (centered + 1.0 / 255.0))
@@ -47,8 +44,7 @@ def discretized_gaussian_log_likelihood(x: Array, *, means: Array, log_scales: A
     log_cdf_plus = jnp.log(jnp.maximum(cdf_plus, 1e-12))
     log_one_minus_cdf_min = jnp.log(jnp.maximum(1.0 - cdf_min, 1e-12))
     log_cdf_delta = jnp.log(jnp.maximum(cdf_plus - cdf_min, 1e-12))
-    return jnp.where(x < -0.999, log_cdf_plus,
-                     jnp.where(x > 0.999, log_one_minus_cdf_min, log_cdf_delta))
+    return jnp.where(x < -0.999, log_cdf_plus, jnp.where(x > 0.999, log_one_minus_cdf_min, log_cdf_delta))
 
 
 def mean_flat(x: Array) -> Array:

@@ -37,8 +37,7 @@ ModelFn = Callable[..., Array]
 SampleResult = Array | tuple[Array, Array, Array]
 
 
-def start_noise(rng: Array, shape: Sequence[int], shared: bool = False,
-                dtype: Any = jnp.float32) -> Array:
+def start_noise(rng: Array, shape: Sequence[int], shared: bool = False, dtype: Any = jnp.float32) -> Array:
     """Standard normal start noise [B, ...].
 
     shared=True draws one image and repeats it over the batch, the official
@@ -58,14 +57,20 @@ def intermediate_steps(num_steps: int, num: int) -> np.ndarray:
     Evenly spaced, rounded; the first is the pure-noise step, the last the t=0 step.
     """
     if not 1 <= num <= num_steps:
-        raise ValueError(f"return_intermediates={num} must be in [1, {num_steps}] "
-                         "(the number of sampling steps)")
+        raise ValueError(f"return_intermediates={num} must be in [1, {num_steps}] (the number of sampling steps)")
     return np.round(np.linspace(0, num_steps - 1, num)).astype(np.int64)
 
 
-def ddim_step(diffusion: GaussianDiffusion, model_fn: ModelFn, x: Array, t: Array,
-              model_kwargs: Mapping[str, Any], clip_denoised: bool, eta: float,
-              key: Array | None) -> tuple[Array, Array]:
+def ddim_step(
+    diffusion: GaussianDiffusion,
+    model_fn: ModelFn,
+    x: Array,
+    t: Array,
+    model_kwargs: Mapping[str, Any],
+    clip_denoised: bool,
+    eta: float,
+    key: Array | None,
+) -> tuple[Array, Array]:
     """One DDIM update x_t -> x_{t-1} (Song et al. eq. 12). Returns (sample, pred_xstart).
 
     t int [B] spaced indices; key is required only when eta > 0.
@@ -76,19 +81,23 @@ def ddim_step(diffusion: GaussianDiffusion, model_fn: ModelFn, x: Array, t: Arra
     shape = (-1,) + (1,) * (x.ndim - 1)
     alpha_bar = jnp.take(diffusion.alphas_cumprod, t).reshape(shape)
     alpha_bar_prev = jnp.take(diffusion.alphas_cumprod_prev, t).reshape(shape)
-    sigma = (eta * jnp.sqrt((1.0 - alpha_bar_prev) / (1.0 - alpha_bar))
-             * jnp.sqrt(1.0 - alpha_bar / alpha_bar_prev))
-    sample = (out["pred_xstart"] * jnp.sqrt(alpha_bar_prev)
-              + jnp.sqrt(1.0 - alpha_bar_prev - sigma ** 2) * eps)
+    sigma = eta * jnp.sqrt((1.0 - alpha_bar_prev) / (1.0 - alpha_bar)) * jnp.sqrt(1.0 - alpha_bar / alpha_bar_prev)
+    sample = out["pred_xstart"] * jnp.sqrt(alpha_bar_prev) + jnp.sqrt(1.0 - alpha_bar_prev - sigma**2) * eps
     if eta > 0.0:
         nonzero = (t != 0).astype(x.dtype).reshape(shape)
         sample = sample + nonzero * sigma * jax.random.normal(key, x.shape, x.dtype)
     return sample, out["pred_xstart"]
 
 
-def p_step(diffusion: GaussianDiffusion, model_fn: ModelFn, x: Array, t: Array,
-           model_kwargs: Mapping[str, Any], clip_denoised: bool, key: Array
-           ) -> tuple[Array, Array]:
+def p_step(
+    diffusion: GaussianDiffusion,
+    model_fn: ModelFn,
+    x: Array,
+    t: Array,
+    model_kwargs: Mapping[str, Any],
+    clip_denoised: bool,
+    key: Array,
+) -> tuple[Array, Array]:
     """One ancestral DDPM step: mean + exp(log_var / 2) * noise (no noise where t == 0).
 
     Returns (sample, pred_xstart).
@@ -99,17 +108,20 @@ def p_step(diffusion: GaussianDiffusion, model_fn: ModelFn, x: Array, t: Array,
     return out["mean"] + nonzero * jnp.exp(0.5 * out["log_variance"]) * noise, out["pred_xstart"]
 
 
-def _scan_steps(diffusion: GaussianDiffusion, step: Callable[[Array, Array, Array | None],
-                tuple[Array, Array]], x: Array, key: Array | None, num_intermediates: int
-                ) -> SampleResult:
+def _scan_steps(
+    diffusion: GaussianDiffusion,
+    step: Callable[[Array, Array, Array | None], tuple[Array, Array]],
+    x: Array,
+    key: Array | None,
+    num_intermediates: int,
+) -> SampleResult:
     """Run `step(x, t, key_i)` from t = S-1 down to 0 in one lax.scan."""
     num_steps = diffusion.num_timesteps
     batch = x.shape[0]
     record = num_intermediates > 0
     slot_of_step = np.full((num_steps,), -1, np.int32)
     if record:
-        slot_of_step[intermediate_steps(num_steps, num_intermediates)] = np.arange(
-            num_intermediates, dtype=np.int32)
+        slot_of_step[intermediate_steps(num_steps, num_intermediates)] = np.arange(num_intermediates, dtype=np.int32)
         buffers = (jnp.zeros((num_intermediates,) + x.shape, x.dtype),) * 2
     else:
         buffers = ()
@@ -124,8 +136,7 @@ def _scan_steps(diffusion: GaussianDiffusion, step: Callable[[Array, Array, Arra
             # Steps outside the record set rewrite a slot with its own value: no branch needed.
             s = jnp.maximum(slot, 0)
             keep = slot >= 0
-            bufs = tuple(buf.at[s].set(jnp.where(keep, new, buf[s]))
-                         for buf, new in zip(bufs, (x_t, pred_xstart)))
+            bufs = tuple(buf.at[s].set(jnp.where(keep, new, buf[s])) for buf, new in zip(bufs, (x_t, pred_xstart)))
         return (sample, bufs), None
 
     steps = (jnp.arange(num_steps, dtype=jnp.int32), jnp.asarray(slot_of_step))
@@ -135,11 +146,11 @@ def _scan_steps(diffusion: GaussianDiffusion, step: Callable[[Array, Array, Arra
     return x
 
 
-@functools.partial(jax.jit, static_argnames=("model_fn", "clip_denoised", "eta",
-                                             "num_intermediates"))
+@functools.partial(jax.jit, static_argnames=("model_fn", "clip_denoised", "eta", "num_intermediates"))
 def _ddim_loop(diffusion, model_fn, x, model_kwargs, key, clip_denoised, eta, num_intermediates):
     def step(x_t, t, step_key):
         return ddim_step(diffusion, model_fn, x_t, t, model_kwargs, clip_denoised, eta, step_key)
+
     return _scan_steps(diffusion, step, x, key, num_intermediates)
 
 
@@ -147,11 +158,13 @@ def _ddim_loop(diffusion, model_fn, x, model_kwargs, key, clip_denoised, eta, nu
 def _p_loop(diffusion, model_fn, x, model_kwargs, key, clip_denoised, num_intermediates):
     def step(x_t, t, step_key):
         return p_step(diffusion, model_fn, x_t, t, model_kwargs, clip_denoised, step_key)
+
     return _scan_steps(diffusion, step, x, key, num_intermediates)
 
 
-def _prepare_start(noise: Array | Sequence[int], rng: Array | None, shared_noise: bool,
-                   needs_step_key: bool) -> tuple[Array, Array | None]:
+def _prepare_start(
+    noise: Array | Sequence[int], rng: Array | None, shared_noise: bool, needs_step_key: bool
+) -> tuple[Array, Array | None]:
     """(start image, key for per-step noise) from a given noise array or a shape + rng."""
     if isinstance(noise, (tuple, list)):
         if rng is None:
@@ -163,10 +176,17 @@ def _prepare_start(noise: Array | Sequence[int], rng: Array | None, shared_noise
     return jnp.asarray(noise, jnp.float32), rng
 
 
-def ddim_sample_loop(diffusion: GaussianDiffusion, model_fn: ModelFn,
-                     noise: Array | Sequence[int], model_kwargs: Mapping[str, Any] | None = None,
-                     clip_denoised: bool = True, eta: float = 0.0, rng: Array | None = None,
-                     return_intermediates: int = 0, shared_noise: bool = False) -> SampleResult:
+def ddim_sample_loop(
+    diffusion: GaussianDiffusion,
+    model_fn: ModelFn,
+    noise: Array | Sequence[int],
+    model_kwargs: Mapping[str, Any] | None = None,
+    clip_denoised: bool = True,
+    eta: float = 0.0,
+    rng: Array | None = None,
+    return_intermediates: int = 0,
+    shared_noise: bool = False,
+) -> SampleResult:
     """DDIM sampling over all steps of `diffusion` (e.g. 25 for "ddim25"), jitted as one scan.
 
     noise: start x_T, float32 [B, H, W, C], or a shape to draw it from `rng`
@@ -181,15 +201,28 @@ def ddim_sample_loop(diffusion: GaussianDiffusion, model_fn: ModelFn,
     if eta < 0.0:
         raise ValueError(f"eta must be >= 0, got {eta}")
     x, key = _prepare_start(noise, rng, shared_noise, needs_step_key=eta > 0.0)
-    return _ddim_loop(diffusion, model_fn, x, dict(model_kwargs or {}), key if eta > 0.0 else None,
-                      clip_denoised=bool(clip_denoised), eta=eta,
-                      num_intermediates=int(return_intermediates))
+    return _ddim_loop(
+        diffusion,
+        model_fn,
+        x,
+        dict(model_kwargs or {}),
+        key if eta > 0.0 else None,
+        clip_denoised=bool(clip_denoised),
+        eta=eta,
+        num_intermediates=int(return_intermediates),
+    )
 
 
-def p_sample_loop(diffusion: GaussianDiffusion, model_fn: ModelFn,
-                  noise: Array | Sequence[int], model_kwargs: Mapping[str, Any] | None = None,
-                  clip_denoised: bool = True, rng: Array | None = None,
-                  return_intermediates: int = 0, shared_noise: bool = False) -> SampleResult:
+def p_sample_loop(
+    diffusion: GaussianDiffusion,
+    model_fn: ModelFn,
+    noise: Array | Sequence[int],
+    model_kwargs: Mapping[str, Any] | None = None,
+    clip_denoised: bool = True,
+    rng: Array | None = None,
+    return_intermediates: int = 0,
+    shared_noise: bool = False,
+) -> SampleResult:
     """Ancestral DDPM sampling over all steps of `diffusion`, jitted as one scan.
 
     Same arguments and results as `ddim_sample_loop`; rng is required (every step
@@ -198,5 +231,12 @@ def p_sample_loop(diffusion: GaussianDiffusion, model_fn: ModelFn,
     if rng is None:
         raise ValueError("p_sample_loop draws noise at every step: pass rng")
     x, key = _prepare_start(noise, rng, shared_noise, needs_step_key=True)
-    return _p_loop(diffusion, model_fn, x, dict(model_kwargs or {}), key,
-                   clip_denoised=bool(clip_denoised), num_intermediates=int(return_intermediates))
+    return _p_loop(
+        diffusion,
+        model_fn,
+        x,
+        dict(model_kwargs or {}),
+        key,
+        clip_denoised=bool(clip_denoised),
+        num_intermediates=int(return_intermediates),
+    )

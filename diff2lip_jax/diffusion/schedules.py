@@ -22,8 +22,9 @@ def linear_beta_schedule(num_timesteps: int) -> np.ndarray:
     return np.linspace(scale * 1e-4, scale * 0.02, num_timesteps, dtype=np.float64)
 
 
-def betas_for_alpha_bar(num_timesteps: int, alpha_bar: Callable[[np.ndarray], np.ndarray],
-                        max_beta: float = 0.999) -> np.ndarray:
+def betas_for_alpha_bar(
+    num_timesteps: int, alpha_bar: Callable[[np.ndarray], np.ndarray], max_beta: float = 0.999
+) -> np.ndarray:
     """Betas that discretise a continuous alpha_bar(s), s in [0, 1].
 
     beta_i = min(1 - alpha_bar((i+1)/T) / alpha_bar(i/T), max_beta); float64 [T].
@@ -37,8 +38,7 @@ def betas_for_alpha_bar(num_timesteps: int, alpha_bar: Callable[[np.ndarray], np
 
 def cosine_beta_schedule(num_timesteps: int) -> np.ndarray:
     """Nichol & Dhariwal's cosine schedule (offset s=0.008); float64 [T]."""
-    return betas_for_alpha_bar(
-        num_timesteps, lambda s: np.cos((s + 0.008) / 1.008 * np.pi / 2) ** 2)
+    return betas_for_alpha_bar(num_timesteps, lambda s: np.cos((s + 0.008) / 1.008 * np.pi / 2) ** 2)
 
 
 def get_named_beta_schedule(name: str, num_timesteps: int) -> np.ndarray:
@@ -55,8 +55,7 @@ def _ddim_steps(num_timesteps: int, desired_count: int) -> set[int]:
     for stride in range(1, num_timesteps):
         if len(range(0, num_timesteps, stride)) == desired_count:
             return set(range(0, num_timesteps, stride))
-    raise ValueError(f"cannot create exactly {desired_count} steps out of {num_timesteps} "
-                     "with an integer stride")
+    raise ValueError(f"cannot create exactly {desired_count} steps out of {num_timesteps} with an integer stride")
 
 
 def space_timesteps(num_timesteps: int, section_counts: str | Sequence[int]) -> set[int]:
@@ -70,7 +69,7 @@ def space_timesteps(num_timesteps: int, section_counts: str | Sequence[int]) -> 
     """
     if isinstance(section_counts, str):
         if section_counts.startswith("ddim"):
-            return _ddim_steps(num_timesteps, int(section_counts[len("ddim"):]))
+            return _ddim_steps(num_timesteps, int(section_counts[len("ddim") :]))
         section_counts = [int(part) for part in section_counts.split(",")]
     counts = [int(c) for c in section_counts]
     size_per, extra = divmod(num_timesteps, len(counts))
@@ -89,8 +88,7 @@ def space_timesteps(num_timesteps: int, section_counts: str | Sequence[int]) -> 
     return set(kept)
 
 
-def respace_betas(betas: np.ndarray, use_timesteps: set[int] | Sequence[int]
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def respace_betas(betas: np.ndarray, use_timesteps: set[int] | Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     """Betas of the process that visits only `use_timesteps` of `betas`' process.
 
     The new betas reproduce the original alphas_cumprod at the kept steps:
@@ -109,11 +107,9 @@ def respace_betas(betas: np.ndarray, use_timesteps: set[int] | Sequence[int]
     return 1.0 - kept / previous, timestep_map
 
 
-def respacing_steps(num_timesteps: int, timestep_respacing: str | Sequence[int] | None
-                    ) -> set[int]:
+def respacing_steps(num_timesteps: int, timestep_respacing: str | Sequence[int] | None) -> set[int]:
     """`space_timesteps`, with "" / None meaning no respacing (all T steps)."""
-    if timestep_respacing is None or (isinstance(timestep_respacing, str)
-                                      and timestep_respacing == ""):
+    if timestep_respacing is None or (isinstance(timestep_respacing, str) and timestep_respacing == ""):
         return set(range(num_timesteps))
     if not isinstance(timestep_respacing, str) and len(timestep_respacing) == 0:
         return set(range(num_timesteps))

@@ -12,13 +12,33 @@ Modules:
 
 from diff2lip_jax.evaluate.lmd import LandmarkModel, landmark_distance, mouth_landmark_distance
 from diff2lip_jax.evaluate.lse import SyncResult, SyncScorer, evaluate_sync, make_scorer, sync_from_embeddings
-from diff2lip_jax.evaluate.metrics import (fid_from_features, frechet_distance, frechet_distance_spectral,
-                                           gaussian_stats, psnr, ssim)
+from diff2lip_jax.evaluate.metrics import (
+    fid_from_features,
+    frechet_distance,
+    frechet_distance_spectral,
+    gaussian_stats,
+    psnr,
+    ssim,
+)
 from diff2lip_jax.evaluate.run import evaluate_pairs, generated_name, read_filelist, render_table
 
 __all__ = [
-    "LandmarkModel", "landmark_distance", "mouth_landmark_distance",
-    "SyncResult", "SyncScorer", "evaluate_sync", "make_scorer", "sync_from_embeddings",
-    "fid_from_features", "frechet_distance", "frechet_distance_spectral", "gaussian_stats", "psnr", "ssim",
-    "evaluate_pairs", "generated_name", "read_filelist", "render_table",
+    "LandmarkModel",
+    "landmark_distance",
+    "mouth_landmark_distance",
+    "SyncResult",
+    "SyncScorer",
+    "evaluate_sync",
+    "make_scorer",
+    "sync_from_embeddings",
+    "fid_from_features",
+    "frechet_distance",
+    "frechet_distance_spectral",
+    "gaussian_stats",
+    "psnr",
+    "ssim",
+    "evaluate_pairs",
+    "generated_name",
+    "read_filelist",
+    "render_table",
 ]

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import pathlib
 import sys
-from typing import Any, Optional
+from typing import Any
 
 from absl import flags
 
@@ -33,10 +33,35 @@ from diff2lip_jax.evaluate import run as run_lib
 
 PROG = "diff2lip-evaluate"
 FLAGS = flags.FLAGS
-_NAMES = ("filelist", "generated_dir", "source_dir", "mode", "out", "table", "on", "face_detector", "s3fd_weights",
-          "box", "pads", "syncnet", "syncnet_kind", "vshift", "inception_weights", "fid_weights", "fid_method",
-          "fid_frame_stride", "fid_batch_size", "landmarks", "lmd_center", "metrics", "max_pairs", "source_ext",
-          "dataset", "method", "table_from")  # fmt: skip
+_NAMES = (
+    "filelist",
+    "generated_dir",
+    "source_dir",
+    "mode",
+    "out",
+    "table",
+    "on",
+    "face_detector",
+    "s3fd_weights",
+    "box",
+    "pads",
+    "syncnet",
+    "syncnet_kind",
+    "vshift",
+    "inception_weights",
+    "fid_weights",
+    "fid_method",
+    "fid_frame_stride",
+    "fid_batch_size",
+    "landmarks",
+    "lmd_center",
+    "metrics",
+    "max_pairs",
+    "source_ext",
+    "dataset",
+    "method",
+    "table_from",
+)
 
 
 def define_flags(fv: flags.FlagValues = FLAGS) -> None:
@@ -79,15 +104,21 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
 
 
 def _fid_missing_reason() -> str:
-    return (f"needs --inception_weights=<path to {fid_lib.FID_WEIGHTS_FILE}>, the FID Inception weights "
-            f"(download {fid_lib.FID_WEIGHTS_URL})")
+    return (
+        f"needs --inception_weights=<path to {fid_lib.FID_WEIGHTS_FILE}>, the FID Inception weights "
+        f"(download {fid_lib.FID_WEIGHTS_URL})"
+    )
 
 
-_LSE_MISSING = ("needs --syncnet: a diff2lip-train-syncnet workdir (--syncnet_kind=ours), Wav2Lip's "
-                "lipsync_expert.pth (--syncnet_kind=wav2lip) or syncnet_python's syncnet_v2.model "
-                "(--syncnet_kind=syncnet_python)")
-_LMD_MISSING = ("needs --landmarks=module:factory (a 68-point landmark model; none ships offline: OpenCV's Facemark "
-                "is contrib-only and needs a model file)")
+_LSE_MISSING = (
+    "needs --syncnet: a diff2lip-train-syncnet workdir (--syncnet_kind=ours), Wav2Lip's "
+    "lipsync_expert.pth (--syncnet_kind=wav2lip) or syncnet_python's syncnet_v2.model "
+    "(--syncnet_kind=syncnet_python)"
+)
+_LMD_MISSING = (
+    "needs --landmarks=module:factory (a 68-point landmark model; none ships offline: OpenCV's Facemark "
+    "is contrib-only and needs a model file)"
+)
 
 
 def _table_only() -> None:
@@ -130,8 +161,9 @@ def _setup() -> dict[str, Any]:
         if explicit and m not in run_lib.MODE_METRICS[FLAGS.mode]:
             raise ValueError(f"--metrics={m}: {run_lib.NO_GROUND_TRUTH}")
     if FLAGS.fid_weights not in (None, "", "random"):
-        raise ValueError(f"--fid_weights={FLAGS.fid_weights!r}: only 'random' (tests); real weights go in "
-                         "--inception_weights")
+        raise ValueError(
+            f"--fid_weights={FLAGS.fid_weights!r}: only 'random' (tests); real weights go in --inception_weights"
+        )
     if FLAGS.fid_weights == "random" and FLAGS.inception_weights:
         raise ValueError("pass --inception_weights or --fid_weights=random, not both")
 
@@ -180,8 +212,15 @@ def _setup() -> dict[str, Any]:
             raise ValueError(f"cannot compute LMD: it {_LMD_MISSING}")
         else:
             not_computed["lmd"] = _LMD_MISSING
-    return dict(detector=detector, pads=pads, inception=inception, scorer=scorer, landmarks=landmarks,
-                not_computed=not_computed, wanted=wanted)
+    return dict(
+        detector=detector,
+        pads=pads,
+        inception=inception,
+        scorer=scorer,
+        landmarks=landmarks,
+        not_computed=not_computed,
+        wanted=wanted,
+    )
 
 
 def _main(argv: list[str]) -> None:
@@ -196,39 +235,66 @@ def _main(argv: list[str]) -> None:
     setup = _setup()
     # Only now, when every input is valid: a user error stays the one line on stderr.
     if setup["inception"] is not None and FLAGS.fid_weights == "random":
-        print(f"{PROG}: warning: FID uses RANDOM Inception weights (--fid_weights=random, for tests); "
-              "its values are meaningless", file=sys.stderr)
+        print(
+            f"{PROG}: warning: FID uses RANDOM Inception weights (--fid_weights=random, for tests); "
+            "its values are meaningless",
+            file=sys.stderr,
+        )
     for m, why in setup["not_computed"].items():
         print(f"{PROG}: note: {m.upper()} not computed: {why}", file=sys.stderr)
     if FLAGS.max_pairs:
-        pairs = pairs[:FLAGS.max_pairs]
+        pairs = pairs[: FLAGS.max_pairs]
     out = pathlib.Path(FLAGS.out or pathlib.Path(FLAGS.generated_dir) / f"evaluation_{FLAGS.mode}.json")
     table_path = pathlib.Path(FLAGS.table) if FLAGS.table else out.with_suffix(".md")
-    settings = {"filelist": FLAGS.filelist, "generated_dir": FLAGS.generated_dir, "source_dir": FLAGS.source_dir,
-                "face_detector": FLAGS.face_detector, "pads": FLAGS.pads, "crop_size": run_lib.CROP_SIZE,
-                "syncnet_kind": FLAGS.syncnet_kind if setup["scorer"] is not None else None,
-                "syncnet": FLAGS.syncnet, "inception_weights": FLAGS.inception_weights or FLAGS.fid_weights,
-                "fid_frame_stride": FLAGS.fid_frame_stride, "landmarks": FLAGS.landmarks,
-                "lmd_center": FLAGS.lmd_center}  # fmt: skip
+    settings = {
+        "filelist": FLAGS.filelist,
+        "generated_dir": FLAGS.generated_dir,
+        "source_dir": FLAGS.source_dir,
+        "face_detector": FLAGS.face_detector,
+        "pads": FLAGS.pads,
+        "crop_size": run_lib.CROP_SIZE,
+        "syncnet_kind": FLAGS.syncnet_kind if setup["scorer"] is not None else None,
+        "syncnet": FLAGS.syncnet,
+        "inception_weights": FLAGS.inception_weights or FLAGS.fid_weights,
+        "fid_frame_stride": FLAGS.fid_frame_stride,
+        "landmarks": FLAGS.landmarks,
+        "lmd_center": FLAGS.lmd_center,
+    }
     results = run_lib.evaluate_pairs(
-        pairs, FLAGS.generated_dir, FLAGS.source_dir, FLAGS.mode, setup["detector"], pads=setup["pads"],
-        metrics_wanted=setup["wanted"], inception=setup["inception"], scorer=setup["scorer"],
-        landmarks=setup["landmarks"], on=FLAGS.on, source_ext=FLAGS.source_ext,
-        fid_frame_stride=FLAGS.fid_frame_stride, fid_method=FLAGS.fid_method, vshift=FLAGS.vshift,
-        lmd_center=FLAGS.lmd_center, not_computed=setup["not_computed"],
-        dataset=FLAGS.dataset or run_lib.dataset_name(FLAGS.filelist), method=FLAGS.method, settings=settings,
+        pairs,
+        FLAGS.generated_dir,
+        FLAGS.source_dir,
+        FLAGS.mode,
+        setup["detector"],
+        pads=setup["pads"],
+        metrics_wanted=setup["wanted"],
+        inception=setup["inception"],
+        scorer=setup["scorer"],
+        landmarks=setup["landmarks"],
+        on=FLAGS.on,
+        source_ext=FLAGS.source_ext,
+        fid_frame_stride=FLAGS.fid_frame_stride,
+        fid_method=FLAGS.fid_method,
+        vshift=FLAGS.vshift,
+        lmd_center=FLAGS.lmd_center,
+        not_computed=setup["not_computed"],
+        dataset=FLAGS.dataset or run_lib.dataset_name(FLAGS.filelist),
+        method=FLAGS.method,
+        settings=settings,
         log=lambda line: print(line, file=sys.stderr, flush=True),
-    )  # fmt: skip
+    )
     run_lib.write_json(out, results)
     table = run_lib.render_table([run_lib.json_safe(results)])
     table_path.parent.mkdir(parents=True, exist_ok=True)
     table_path.write_text(table)
     print(table, end="")
-    print(f"{PROG}: {results['num_evaluated']}/{results['num_pairs']} pairs evaluated "
-          f"({results['num_missing']} missing, {results['num_failed']} failed); wrote {out} and {table_path}")
+    print(
+        f"{PROG}: {results['num_evaluated']}/{results['num_pairs']} pairs evaluated "
+        f"({results['num_missing']} missing, {results['num_failed']} failed); wrote {out} and {table_path}"
+    )
 
 
-def run(argv: Optional[list[str]] = None) -> None:
+def run(argv: list[str] | None = None) -> None:
     """Console script ``diff2lip-evaluate``."""
     from diff2lip_jax.cli import run_app
 

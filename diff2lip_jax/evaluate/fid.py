@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -58,8 +59,14 @@ class BasicConv2d(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         k = (self.kernel, self.kernel) if isinstance(self.kernel, int) else tuple(self.kernel)
-        x = nn.Conv(self.features, k, strides=(self.stride, self.stride), padding=_pad(self.padding),
-                    use_bias=False, name="conv")(x)
+        x = nn.Conv(
+            self.features,
+            k,
+            strides=(self.stride, self.stride),
+            padding=_pad(self.padding),
+            use_bias=False,
+            name="conv",
+        )(x)
         x = nn.BatchNorm(use_running_average=True, epsilon=BN_EPS, name="bn")(x)
         return nn.relu(x)
 
@@ -144,12 +151,22 @@ class InceptionE(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         b1 = BasicConv2d(320, 1, name="branch1x1")(x)
         b3 = BasicConv2d(384, 1, name="branch3x3_1")(x)
-        b3 = jnp.concatenate([BasicConv2d(384, (1, 3), padding=(0, 1), name="branch3x3_2a")(b3),
-                              BasicConv2d(384, (3, 1), padding=(1, 0), name="branch3x3_2b")(b3)], axis=-1)
+        b3 = jnp.concatenate(
+            [
+                BasicConv2d(384, (1, 3), padding=(0, 1), name="branch3x3_2a")(b3),
+                BasicConv2d(384, (3, 1), padding=(1, 0), name="branch3x3_2b")(b3),
+            ],
+            axis=-1,
+        )
         bd = BasicConv2d(448, 1, name="branch3x3dbl_1")(x)
         bd = BasicConv2d(384, 3, padding=1, name="branch3x3dbl_2")(bd)
-        bd = jnp.concatenate([BasicConv2d(384, (1, 3), padding=(0, 1), name="branch3x3dbl_3a")(bd),
-                              BasicConv2d(384, (3, 1), padding=(1, 0), name="branch3x3dbl_3b")(bd)], axis=-1)
+        bd = jnp.concatenate(
+            [
+                BasicConv2d(384, (1, 3), padding=(0, 1), name="branch3x3dbl_3a")(bd),
+                BasicConv2d(384, (3, 1), padding=(1, 0), name="branch3x3dbl_3b")(bd),
+            ],
+            axis=-1,
+        )
         if self.max_pool:  # pytorch-fid: the FID graph max-pools here (Mixed_7c)
             pooled = nn.max_pool(x, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)))
         else:
@@ -223,10 +240,12 @@ def _flat_variables() -> dict[str, tuple[str, tuple[str, ...], tuple[int, ...]]]
     for path in paths:
         prefix = ".".join(path)
         for collection, sub, leaf, torch_leaf in (
-            ("params", "conv", "kernel", "conv.weight"), ("params", "bn", "scale", "bn.weight"),
-            ("params", "bn", "bias", "bn.bias"), ("batch_stats", "bn", "mean", "bn.running_mean"),
+            ("params", "conv", "kernel", "conv.weight"),
+            ("params", "bn", "scale", "bn.weight"),
+            ("params", "bn", "bias", "bn.bias"),
+            ("batch_stats", "bn", "mean", "bn.running_mean"),
             ("batch_stats", "bn", "var", "bn.running_var"),
-        ):  # fmt: skip
+        ):
             node = shapes[collection]
             for name in (*path, sub):
                 node = node[name]
@@ -253,15 +272,17 @@ def variables_from_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     are accepted and ignored. Any other missing or unexpected key, or a wrong
     shape, raises ValueError naming it.
     """
-    sd = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state_dict.items()}
+    sd = {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in state_dict.items()}
     expected = _flat_variables()
     ignored = ("fc.weight", "fc.bias")
     missing = [k for k in expected if k not in sd]
     unexpected = [k for k in sd if k not in expected and k not in ignored and not k.endswith("num_batches_tracked")]
     if missing or unexpected:
-        raise ValueError(f"not an FID Inception-v3 state_dict ({FID_WEIGHTS_FILE}): missing {missing[:4]}"
-                         f"{'...' if len(missing) > 4 else ''}, unexpected {unexpected[:4]}"
-                         f"{'...' if len(unexpected) > 4 else ''}")
+        raise ValueError(
+            f"not an FID Inception-v3 state_dict ({FID_WEIGHTS_FILE}): missing {missing[:4]}"
+            f"{'...' if len(missing) > 4 else ''}, unexpected {unexpected[:4]}"
+            f"{'...' if len(unexpected) > 4 else ''}"
+        )
     variables: dict[str, Any] = {"params": {}, "batch_stats": {}}
     for key, (collection, path, shape) in expected.items():
         value = sd[key]
@@ -327,7 +348,7 @@ class InceptionFeatures:
         self._forward = jax.jit(lambda v, x: module.apply(v, preprocess(x)))
 
     @classmethod
-    def from_weights(cls, weights: str, batch_size: int = 16) -> "InceptionFeatures":
+    def from_weights(cls, weights: str, batch_size: int = 16) -> InceptionFeatures:
         """``weights``: a path to the FID weights file, or "random" (tests only: meaningless features)."""
         if weights == "random":
             return cls(variables_from_state_dict(random_state_dict()), batch_size)
@@ -340,10 +361,10 @@ class InceptionFeatures:
         n, b = len(images), self.batch_size
         out = np.empty((n, FEATURE_DIM), np.float64)
         for start in range(0, n, b):
-            chunk = images[start:start + b]
+            chunk = images[start : start + b]
             pad = b - len(chunk)
             if pad:
                 chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
             feats = np.asarray(self._forward(self.variables, jnp.asarray(chunk)))
-            out[start:start + b] = feats[:b - pad]
+            out[start : start + b] = feats[: b - pad]
         return out

@@ -23,15 +23,23 @@ only with ``--landmarks=module:factory``: ``factory()`` returns a callable
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import numpy as np
 
 NUM_LANDMARKS = 68
 MOUTH = slice(48, 68)  # outer lip 48-59, inner lip 60-67
 
-__all__ = ["NUM_LANDMARKS", "MOUTH", "LandmarkModel", "mouth_landmark_distance", "landmark_distance",
-           "load_factory", "load_landmark_model"]  # fmt: skip
+__all__ = [
+    "NUM_LANDMARKS",
+    "MOUTH",
+    "LandmarkModel",
+    "mouth_landmark_distance",
+    "landmark_distance",
+    "load_factory",
+    "load_landmark_model",
+]
 
 
 class LandmarkModel(Protocol):
@@ -68,8 +76,9 @@ def mouth_landmark_distance(generated: np.ndarray, source: np.ndarray, center: b
     return np.linalg.norm(g - s, axis=-1).mean(axis=1)  # NaN propagates from missing frames
 
 
-def landmark_distance(generated_crops: np.ndarray, source_crops: np.ndarray, model: LandmarkModel,
-                      center: bool = False) -> tuple[float, int]:
+def landmark_distance(
+    generated_crops: np.ndarray, source_crops: np.ndarray, model: LandmarkModel, center: bool = False
+) -> tuple[float, int]:
     """LMD of one clip from its face crops.
 
     Args:
@@ -83,8 +92,11 @@ def landmark_distance(generated_crops: np.ndarray, source_crops: np.ndarray, mod
     if generated_crops.shape != source_crops.shape:
         raise ValueError(f"crops differ in shape: {generated_crops.shape} vs {source_crops.shape}")
     n = len(source_crops)
-    per_frame = mouth_landmark_distance(_check_landmarks(model(generated_crops), n, "generated"),
-                                        _check_landmarks(model(source_crops), n, "source"), center)
+    per_frame = mouth_landmark_distance(
+        _check_landmarks(model(generated_crops), n, "generated"),
+        _check_landmarks(model(source_crops), n, "source"),
+        center,
+    )
     valid = np.isfinite(per_frame)
     return (float(per_frame[valid].mean()) if valid.any() else float("nan")), int(valid.sum())
 
@@ -108,6 +120,8 @@ def load_landmark_model(spec: str) -> LandmarkModel:
     """``factory()`` of the ``module:factory`` plug-in, checked to be callable."""
     model = load_factory(spec, "--landmarks")()
     if not callable(model):
-        raise ValueError(f"--landmarks={spec!r}: the factory returned {type(model).__name__}, not a callable "
-                         "frames -> [N, 68, 2] landmarks")
+        raise ValueError(
+            f"--landmarks={spec!r}: the factory returned {type(model).__name__}, not a callable "
+            "frames -> [N, 68, 2] landmarks"
+        )
     return model

@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Callable, Mapping, Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -44,8 +45,18 @@ FPS = 25
 SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
 SCORER_KINDS = ("ours", "wav2lip", "syncnet_python")
 
-__all__ = ["VSHIFT", "SCORER_KINDS", "SyncScorer", "SyncResult", "sync_curve", "sync_from_embeddings",
-           "num_sync_windows", "evaluate_sync", "JaxScorer", "make_scorer"]  # fmt: skip
+__all__ = [
+    "VSHIFT",
+    "SCORER_KINDS",
+    "SyncScorer",
+    "SyncResult",
+    "sync_curve",
+    "sync_from_embeddings",
+    "num_sync_windows",
+    "evaluate_sync",
+    "JaxScorer",
+    "make_scorer",
+]
 
 
 class SyncScorer(Protocol):
@@ -94,15 +105,20 @@ def sync_curve(face_emb: np.ndarray, audio_emb: np.ndarray, vshift: int = VSHIFT
     n = len(f)
     padded = np.concatenate([np.zeros((vshift, f.shape[1])), a, np.zeros((vshift, f.shape[1]))])
     # One shift at a time keeps memory at O(N D) for long videos.
-    return np.array([np.linalg.norm(f - padded[j:j + n] + 1e-6, axis=1).mean() for j in range(2 * vshift + 1)])
+    return np.array([np.linalg.norm(f - padded[j : j + n] + 1e-6, axis=1).mean() for j in range(2 * vshift + 1)])
 
 
 def sync_from_embeddings(face_emb: np.ndarray, audio_emb: np.ndarray, vshift: int = VSHIFT) -> SyncResult:
     """LSE-D, LSE-C and the AV offset from per-window embeddings (see module doc)."""
     curve = sync_curve(face_emb, audio_emb, vshift)
     best = int(np.argmin(curve))
-    return SyncResult(lse_d=float(curve[best]), lse_c=float(np.median(curve) - curve[best]),
-                      offset=vshift - best, curve=curve, num_windows=len(face_emb))
+    return SyncResult(
+        lse_d=float(curve[best]),
+        lse_c=float(np.median(curve) - curve[best]),
+        offset=vshift - best,
+        curve=curve,
+        num_windows=len(face_emb),
+    )
 
 
 def num_sync_windows(num_frames: int, num_samples: int) -> int:
@@ -110,8 +126,14 @@ def num_sync_windows(num_frames: int, num_samples: int) -> int:
     return min(int(num_frames), int(num_samples) // SAMPLES_PER_FRAME) - NUM_FRAMES
 
 
-def evaluate_sync(frames: np.ndarray, boxes: np.ndarray, wav: np.ndarray, scorer: SyncScorer,
-                  vshift: int = VSHIFT, batch_size: int = 32) -> SyncResult:
+def evaluate_sync(
+    frames: np.ndarray,
+    boxes: np.ndarray,
+    wav: np.ndarray,
+    scorer: SyncScorer,
+    vshift: int = VSHIFT,
+    batch_size: int = 32,
+) -> SyncResult:
     """LSE of a clip.
 
     Args:
@@ -127,16 +149,18 @@ def evaluate_sync(frames: np.ndarray, boxes: np.ndarray, wav: np.ndarray, scorer
     """
     n = num_sync_windows(len(frames), len(wav))
     if n < 1:
-        raise ValueError(f"clip too short for LSE: {len(frames)} frames and {len(wav) / SAMPLE_RATE:.2f} s of "
-                         f"audio; need at least {NUM_FRAMES + 1} frames of both")
-    crops = scorer.crop(np.asarray(frames)[:n + NUM_FRAMES - 1], np.asarray(boxes)[:n + NUM_FRAMES - 1])
+        raise ValueError(
+            f"clip too short for LSE: {len(frames)} frames and {len(wav) / SAMPLE_RATE:.2f} s of "
+            f"audio; need at least {NUM_FRAMES + 1} frames of both"
+        )
+    crops = scorer.crop(np.asarray(frames)[: n + NUM_FRAMES - 1], np.asarray(boxes)[: n + NUM_FRAMES - 1])
     starts = np.arange(n)
     audio = scorer.audio_windows(np.asarray(wav, np.float32), starts)
     face_out, audio_out = [], []
     for s in range(0, n, batch_size):
-        idx = starts[s:s + batch_size]
+        idx = starts[s : s + batch_size]
         windows = crops[idx[:, None] + np.arange(NUM_FRAMES)[None, :]]  # [B, 5, S, S, 3]
-        f, a = scorer.embed(windows, audio[s:s + batch_size])
+        f, a = scorer.embed(windows, audio[s : s + batch_size])
         face_out.append(np.asarray(f))
         audio_out.append(np.asarray(a))
     return sync_from_embeddings(np.concatenate(face_out), np.concatenate(audio_out), vshift)
@@ -181,9 +205,12 @@ class JaxScorer:
         pad = (-b) % self.batch_size  # to whole batches
         faces = np.concatenate([face_windows, np.zeros((pad, *face_windows.shape[1:]), face_windows.dtype)])
         audio = np.concatenate([audio_windows, np.zeros((pad, *audio_windows.shape[1:]), audio_windows.dtype)])
-        outs = [self._jitted(self.variables, jnp.asarray(faces[s:s + self.batch_size]),
-                             jnp.asarray(audio[s:s + self.batch_size]))
-                for s in range(0, len(faces), self.batch_size)]
+        outs = [
+            self._jitted(
+                self.variables, jnp.asarray(faces[s : s + self.batch_size]), jnp.asarray(audio[s : s + self.batch_size])
+            )
+            for s in range(0, len(faces), self.batch_size)
+        ]
         f = np.concatenate([np.asarray(o[0]) for o in outs])[:b]
         a = np.concatenate([np.asarray(o[1]) for o in outs])[:b]
         return f, a
@@ -197,7 +224,7 @@ def _mel_windows(wav: np.ndarray, start_frames: np.ndarray) -> np.ndarray:
 def _lower_half_pm1(faces: jax.Array) -> jax.Array:
     """uint8 ``[B, 5, S, S, 3]`` -> lower halves float32 ``[B, 5, S/2, S, 3]`` in [-1, 1]."""
     s = faces.shape[2]
-    return faces[:, :, s // 2:].astype(jnp.float32) / 127.5 - 1.0
+    return faces[:, :, s // 2 :].astype(jnp.float32) / 127.5 - 1.0
 
 
 def _crop_at(size: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
@@ -221,8 +248,9 @@ def wav2lip_scorer(path: str, batch_size: int = 32) -> JaxScorer:
     from diff2lip_jax.models.syncnet import load_wav2lip_syncnet
 
     expert = Wav2LipExpert()
-    return JaxScorer("wav2lip", _crop_at(96), _mel_windows, _lower_half_pm1, expert.embed,
-                     load_wav2lip_syncnet(path), batch_size)
+    return JaxScorer(
+        "wav2lip", _crop_at(96), _mel_windows, _lower_half_pm1, expert.embed, load_wav2lip_syncnet(path), batch_size
+    )
 
 
 def syncnet_python_scorer(path: str, batch_size: int = 16) -> JaxScorer:
@@ -230,9 +258,15 @@ def syncnet_python_scorer(path: str, batch_size: int = 16) -> JaxScorer:
     from diff2lip_jax.evaluate import syncnet_python as sp
 
     module, variables = sp.load_syncnet_python(path)
-    return JaxScorer("syncnet_python", sp.syncnet_crops, sp.mfcc_windows,
-                     lambda faces: faces[..., ::-1].astype(jnp.float32),
-                     lambda v, faces, audio: module.apply(v, faces, audio), variables, batch_size)
+    return JaxScorer(
+        "syncnet_python",
+        sp.syncnet_crops,
+        sp.mfcc_windows,
+        lambda faces: faces[..., ::-1].astype(jnp.float32),
+        lambda v, faces, audio: module.apply(v, faces, audio),
+        variables,
+        batch_size,
+    )
 
 
 def make_scorer(kind: str, path: str | None) -> SyncScorer:
@@ -246,9 +280,15 @@ def make_scorer(kind: str, path: str | None) -> SyncScorer:
     if kind not in SCORER_KINDS:
         raise ValueError(f"--syncnet_kind={kind!r}: expected one of {', '.join(SCORER_KINDS)} or module:factory")
     if not path:
-        raise ValueError(f"--syncnet_kind={kind} needs --syncnet (a "
-                         + {"ours": "diff2lip-train-syncnet workdir", "wav2lip": "lipsync_expert.pth file",
-                            "syncnet_python": "syncnet_v2.model file"}[kind] + ")")
+        raise ValueError(
+            f"--syncnet_kind={kind} needs --syncnet (a "
+            + {
+                "ours": "diff2lip-train-syncnet workdir",
+                "wav2lip": "lipsync_expert.pth file",
+                "syncnet_python": "syncnet_v2.model file",
+            }[kind]
+            + ")"
+        )
     if not os.path.exists(path):
         raise FileNotFoundError(f"--syncnet={path}: no such file or directory")
     if kind == "ours":

@@ -41,8 +41,16 @@ SSIM_K1, SSIM_K2 = 0.01, 0.03
 SSIM_WINDOW = 7  # skimage's default uniform window
 GAUSSIAN_SIGMA = 1.5  # Wang et al. 2004; truncated at 3.5 sigma -> 11x11, as skimage
 
-__all__ = ["psnr", "ssim", "gaussian_stats", "frechet_distance", "frechet_distance_spectral",
-           "fid_from_features", "FIDMethod", "FID_METHODS"]  # fmt: skip
+__all__ = [
+    "psnr",
+    "ssim",
+    "gaussian_stats",
+    "frechet_distance",
+    "frechet_distance_spectral",
+    "fid_from_features",
+    "FIDMethod",
+    "FID_METHODS",
+]
 
 FIDMethod = Literal["sqrtm", "spectral"]
 FID_METHODS = ("sqrtm", "spectral")
@@ -113,7 +121,7 @@ def ssim(a: np.ndarray, b: np.ndarray, data_range: float = DATA_RANGE, gaussian:
     c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
     s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux**2 + uy**2 + c1) * (vx + vy + c2))
     pad = (win - 1) // 2
-    return s[:, pad:s.shape[1] - pad, pad:s.shape[2] - pad, :].mean(axis=(1, 2, 3))
+    return s[:, pad : s.shape[1] - pad, pad : s.shape[2] - pad, :].mean(axis=(1, 2, 3))
 
 
 def gaussian_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -132,8 +140,9 @@ def _check_stats(mu1, sigma1, mu2, sigma2) -> tuple[np.ndarray, ...]:
     return mu1, sigma1, mu2, sigma2
 
 
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
-                     eps: float = 1e-6) -> float:
+def frechet_distance(
+    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = 1e-6
+) -> float:
     """Fréchet distance of two Gaussians, pytorch-fid's ``calculate_frechet_distance``.
 
     ``sqrtm(S1 S2)``; if that is not finite (singular product), the covariances get

@@ -42,7 +42,8 @@ import math
 import os
 import pathlib
 import time
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -60,8 +61,20 @@ METRICS = ("psnr", "ssim", "fid", "lmd", "lse")
 MODE_METRICS = {"reconstruction": METRICS, "cross": ("fid", "lse")}
 NO_GROUND_TRUTH = "not defined in the cross setting (no ground-truth video for the new audio)"
 
-__all__ = ["Pair", "read_filelist", "generated_name", "evaluate_pairs", "json_safe", "write_json", "render_table",
-           "dataset_name", "MODES", "ON", "METRICS", "MODE_METRICS"]  # fmt: skip
+__all__ = [
+    "Pair",
+    "read_filelist",
+    "generated_name",
+    "evaluate_pairs",
+    "json_safe",
+    "write_json",
+    "render_table",
+    "dataset_name",
+    "MODES",
+    "ON",
+    "METRICS",
+    "MODE_METRICS",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,8 +139,9 @@ class _Options:
     fid_source: list[np.ndarray] = dataclasses.field(default_factory=list)
 
 
-def _evaluate_pair(gen_path: pathlib.Path, src_path: pathlib.Path, audio_path: pathlib.Path,
-                   opt: _Options) -> dict[str, Any]:
+def _evaluate_pair(
+    gen_path: pathlib.Path, src_path: pathlib.Path, audio_path: pathlib.Path, opt: _Options
+) -> dict[str, Any]:
     """One pair's record; FID features go to ``opt.fid_*``."""
     mode, wanted, on = opt.mode, opt.wanted, opt.on
     gen, src = read_frames(gen_path), read_frames(src_path)
@@ -135,13 +149,15 @@ def _evaluate_pair(gen_path: pathlib.Path, src_path: pathlib.Path, audio_path: p
     rec: dict[str, Any] = {"generated_frames": len(gen), "source_frames": len(src), "num_frames": n}
     same_size = gen.shape[1:3] == src.shape[1:3]
     if mode == "reconstruction" and not same_size:
-        raise ValueError(f"generated frames are {gen.shape[2]}x{gen.shape[1]}, source frames "
-                         f"{src.shape[2]}x{src.shape[1]}; a reconstruction must keep the frame size")
+        raise ValueError(
+            f"generated frames are {gen.shape[2]}x{gen.shape[1]}, source frames "
+            f"{src.shape[2]}x{src.shape[1]}; a reconstruction must keep the frame size"
+        )
     track = detect_faces(src, opt.detector, opt.pads)
     src_boxes = track.boxes
     rec["faceless_frames"] = int((~track.has_face[:n]).sum())
     if same_size and len(gen) <= len(src):
-        gen_boxes, rec["boxes_from"] = src_boxes[:len(gen)], "source"
+        gen_boxes, rec["boxes_from"] = src_boxes[: len(gen)], "source"
     else:  # frames the source cannot place: the generated video's own faces
         gen_boxes, rec["boxes_from"] = detect_faces(gen, opt.detector, opt.pads).boxes, "generated"
 
@@ -157,8 +173,7 @@ def _evaluate_pair(gen_path: pathlib.Path, src_path: pathlib.Path, audio_path: p
     if "ssim" in wanted:
         rec["ssim"] = float(np.mean(metrics.ssim(gen_img, src_img)))
     if "lmd" in wanted:
-        rec["lmd"], rec["lmd_frames"] = lmd_lib.landmark_distance(gen_crops, src_crops, opt.landmarks,
-                                                                        opt.lmd_center)
+        rec["lmd"], rec["lmd_frames"] = lmd_lib.landmark_distance(gen_crops, src_crops, opt.landmarks, opt.lmd_center)
     if "lse" in wanted:
         has_audio = probe(gen_path).has_audio
         wav = load_audio(gen_path if has_audio else audio_path)
@@ -166,21 +181,36 @@ def _evaluate_pair(gen_path: pathlib.Path, src_path: pathlib.Path, audio_path: p
         res = lse_lib.evaluate_sync(gen, gen_boxes, wav, opt.scorer, vshift=opt.vshift)
         rec.update(lse_c=res.lse_c, lse_d=res.lse_d, av_offset=res.offset, lse_windows=res.num_windows)
     if "fid" in wanted:  # last, both sets at once: a failed pair adds nothing to either FID set
-        g, s = (opt.inception(x[::opt.fid_frame_stride]) for x in (gen_img, src_img))
+        g, s = (opt.inception(x[:: opt.fid_frame_stride]) for x in (gen_img, src_img))
         opt.fid_generated.append(g)
         opt.fid_source.append(s)
     return rec
 
 
-def evaluate_pairs(pairs: Sequence[Pair], generated_dir: str | os.PathLike[str], source_dir: str | os.PathLike[str],
-                   mode: str, detector: FaceDetector, *, pads: Sequence[int] = (0, 0, 0, 0),
-                   metrics_wanted: Iterable[str] | None = None,
-                   inception: Callable[[np.ndarray], np.ndarray] | None = None,
-                   scorer: lse_lib.SyncScorer | None = None, landmarks: lmd_lib.LandmarkModel | None = None,
-                   on: str = "crops", source_ext: str = "mp4", fid_frame_stride: int = 1,
-                   fid_method: metrics.FIDMethod = "sqrtm", vshift: int = lse_lib.VSHIFT, lmd_center: bool = False,
-                   not_computed: dict[str, str] | None = None, dataset: str = "", method: str = "diff2lip-jax",
-                   settings: dict[str, Any] | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+def evaluate_pairs(
+    pairs: Sequence[Pair],
+    generated_dir: str | os.PathLike[str],
+    source_dir: str | os.PathLike[str],
+    mode: str,
+    detector: FaceDetector,
+    *,
+    pads: Sequence[int] = (0, 0, 0, 0),
+    metrics_wanted: Iterable[str] | None = None,
+    inception: Callable[[np.ndarray], np.ndarray] | None = None,
+    scorer: lse_lib.SyncScorer | None = None,
+    landmarks: lmd_lib.LandmarkModel | None = None,
+    on: str = "crops",
+    source_ext: str = "mp4",
+    fid_frame_stride: int = 1,
+    fid_method: metrics.FIDMethod = "sqrtm",
+    vshift: int = lse_lib.VSHIFT,
+    lmd_center: bool = False,
+    not_computed: dict[str, str] | None = None,
+    dataset: str = "",
+    method: str = "diff2lip-jax",
+    settings: dict[str, Any] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Evaluate generated videos against their sources (see module doc).
 
     Args:
@@ -218,33 +248,48 @@ def evaluate_pairs(pairs: Sequence[Pair], generated_dir: str | os.PathLike[str],
     available = {"fid": inception, "lse": scorer, "lmd": landmarks}
     for m, obj in available.items():
         if obj is None and m not in skipped:
-            skipped[m] = {"fid": "no Inception network given", "lse": "no SyncNet scorer given",
-                          "lmd": "no landmark model given"}[m]
+            skipped[m] = {
+                "fid": "no Inception network given",
+                "lse": "no SyncNet scorer given",
+                "lmd": "no landmark model given",
+            }[m]
     wanted = [m for m in METRICS if m in MODE_METRICS[mode] and m not in skipped]
     gdir, sdir = pathlib.Path(generated_dir), pathlib.Path(source_dir)
-    opt = _Options(mode, wanted, detector, tuple(pads), inception, scorer, landmarks, on, fid_frame_stride, vshift,
-                   lmd_center)
+    opt = _Options(
+        mode, wanted, detector, tuple(pads), inception, scorer, landmarks, on, fid_frame_stride, vshift, lmd_center
+    )
     records, missing = [], []
     start = time.perf_counter()
     for k, pair in enumerate(pairs, start=1):
-        rec: dict[str, Any] = {"audio_source": pair.audio_source, "video_source": pair.video_source,
-                               "generated": generated_name(pair)}
+        rec: dict[str, Any] = {
+            "audio_source": pair.audio_source,
+            "video_source": pair.video_source,
+            "generated": generated_name(pair),
+        }
         gen_path = gdir / rec["generated"]
         if not gen_path.is_file():
             rec["status"] = "missing"
             missing.append(rec["generated"])
         else:
             try:
-                rec.update(_evaluate_pair(gen_path, sdir / f"{pair.video_source}.{source_ext}",
-                                          sdir / f"{pair.audio_source}.{source_ext}", opt))
+                rec.update(
+                    _evaluate_pair(
+                        gen_path,
+                        sdir / f"{pair.video_source}.{source_ext}",
+                        sdir / f"{pair.audio_source}.{source_ext}",
+                        opt,
+                    )
+                )
                 rec["status"] = "ok"
             except (MediaError, ValueError) as e:
                 rec.update(status="failed", error=" ".join(str(e).split()))
         records.append(rec)
         if log:
             shown = ", ".join(f"{m} {rec[m]:.4g}" for m in ("psnr", "ssim", "lmd", "lse_c", "lse_d") if m in rec)
-            log(f"[{k}/{len(pairs)}] {rec['generated']}: {rec['status']}"
-                + (f" ({rec.get('error')})" if rec["status"] == "failed" else f" {shown}"))
+            log(
+                f"[{k}/{len(pairs)}] {rec['generated']}: {rec['status']}"
+                + (f" ({rec.get('error')})" if rec["status"] == "failed" else f" {shown}")
+            )
     ok = [r for r in records if r["status"] == "ok"]
     agg: dict[str, Any] = {}
     for m in ("psnr", "ssim", "lmd", "lse_c", "lse_d"):
@@ -261,13 +306,20 @@ def evaluate_pairs(pairs: Sequence[Pair], generated_dir: str | os.PathLike[str],
             agg["fid"] = float("nan")
             skipped["fid"] = "fewer than 2 frames in a set"
     return {
-        "dataset": dataset, "method": method, "mode": mode, "settings": dict(settings or {}, on=on,
-                                                                            fid_method=fid_method, vshift=vshift),
-        "num_pairs": len(pairs), "num_evaluated": len(ok), "num_missing": len(missing),
+        "dataset": dataset,
+        "method": method,
+        "mode": mode,
+        "settings": dict(settings or {}, on=on, fid_method=fid_method, vshift=vshift),
+        "num_pairs": len(pairs),
+        "num_evaluated": len(ok),
+        "num_missing": len(missing),
         "num_failed": sum(r["status"] == "failed" for r in records),
-        "metrics": agg, "not_computed": {m: skipped[m] for m in METRICS if m in skipped},
-        "missing": missing, "seconds": round(time.perf_counter() - start, 2), "pairs": records,
-    }  # fmt: skip
+        "metrics": agg,
+        "not_computed": {m: skipped[m] for m in METRICS if m in skipped},
+        "missing": missing,
+        "seconds": round(time.perf_counter() - start, 2),
+        "pairs": records,
+    }
 
 
 def json_safe(obj: Any) -> Any:
@@ -299,9 +351,17 @@ def write_json(path: str | os.PathLike[str], results: dict[str, Any]) -> None:
 
 # ---------------------------------------------------------------- table
 
-_COLUMNS = {"reconstruction": (("psnr", "PSNR↑", 2), ("ssim", "SSIM↑", 3), ("fid", "FID↓", 2),
-                               ("lmd", "LMD↓", 3), ("lse_c", "LSE-C↑", 3), ("lse_d", "LSE-D↓", 3)),
-            "cross": (("fid", "FID↓", 2), ("lse_c", "LSE-C↑", 3), ("lse_d", "LSE-D↓", 3))}
+_COLUMNS = {
+    "reconstruction": (
+        ("psnr", "PSNR↑", 2),
+        ("ssim", "SSIM↑", 3),
+        ("fid", "FID↓", 2),
+        ("lmd", "LMD↓", 3),
+        ("lse_c", "LSE-C↑", 3),
+        ("lse_d", "LSE-D↓", 3),
+    ),
+    "cross": (("fid", "FID↓", 2), ("lse_c", "LSE-C↑", 3), ("lse_d", "LSE-D↓", 3)),
+}
 
 
 def _cell(value: Any, decimals: int) -> str:
@@ -323,8 +383,11 @@ def render_table(results: Sequence[dict[str, Any]]) -> str:
         if key not in groups:
             groups.append(key)
         rows.setdefault(r.get("method") or "method", {})[key] = r
-    header = ["Method"] + [f"{d} {'recon.' if m == 'reconstruction' else 'cross'} {label}"
-                           for d, m in groups for _, label, _ in _COLUMNS[m]]
+    header = ["Method"] + [
+        f"{d} {'recon.' if m == 'reconstruction' else 'cross'} {label}"
+        for d, m in groups
+        for _, label, _ in _COLUMNS[m]
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join([" --- "] + [" ---: "] * (len(header) - 1)) + "|"]
     for method, by_group in rows.items():
         cells = [method]
@@ -339,12 +402,16 @@ def render_table(results: Sequence[dict[str, Any]]) -> str:
         done = r.get("metrics", {})
         how = [f"PSNR/SSIM/FID on {s.get('on', 'crops')}"]
         if "fid" in done:
-            how.append(f"FID via {s.get('fid_method', 'sqrtm')}" + (" with RANDOM Inception weights"
-                                                                    if s.get("inception_weights") == "random" else ""))
+            how.append(
+                f"FID via {s.get('fid_method', 'sqrtm')}"
+                + (" with RANDOM Inception weights" if s.get("inception_weights") == "random" else "")
+            )
         if "lse_c" in done:
             how.append(f"LSE scorer {s.get('syncnet_kind') or 'custom'}, vshift {s.get('vshift', lse_lib.VSHIFT)}")
-        notes.append(f"- {where}: {r['num_evaluated']}/{r['num_pairs']} pairs evaluated, {r['num_missing']} "
-                     f"generated files missing, {r['num_failed']} failed; {'; '.join(how)}.")
+        notes.append(
+            f"- {where}: {r['num_evaluated']}/{r['num_pairs']} pairs evaluated, {r['num_missing']} "
+            f"generated files missing, {r['num_failed']} failed; {'; '.join(how)}."
+        )
         for m, why in r.get("not_computed", {}).items():
             if why not in (NO_GROUND_TRUTH, "not requested"):
                 notes.append(f"  - {m.upper()} not computed: {why}")

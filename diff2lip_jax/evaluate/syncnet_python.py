@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import cv2
 import flax.linen as nn
@@ -50,16 +51,27 @@ MFCC_WINDOW = 20  # 5 video frames
 BN_EPS = 1e-5
 
 # (sequential index, out channels, kernel, stride, padding); "pool" entries: (kernel, stride, padding).
-_AUD = (("conv", 0, 64, (3, 3), (1, 1), (1, 1)), ("conv", 4, 192, (3, 3), (1, 1), (1, 1)),
-        ("pool", (3, 3), (1, 2), (0, 0)),
-        ("conv", 8, 384, (3, 3), (1, 1), (1, 1)), ("conv", 11, 256, (3, 3), (1, 1), (1, 1)),
-        ("conv", 14, 256, (3, 3), (1, 1), (1, 1)), ("pool", (3, 3), (2, 2), (0, 0)),
-        ("conv", 18, 512, (5, 4), (1, 1), (0, 0)))  # fmt: skip
-_LIP = (("conv", 0, 96, (5, 7, 7), (1, 2, 2), (0, 0, 0)), ("pool", (1, 3, 3), (1, 2, 2), (0, 0, 0)),
-        ("conv", 4, 256, (1, 5, 5), (1, 2, 2), (0, 1, 1)), ("pool", (1, 3, 3), (1, 2, 2), (0, 1, 1)),
-        ("conv", 8, 256, (1, 3, 3), (1, 1, 1), (0, 1, 1)), ("conv", 11, 256, (1, 3, 3), (1, 1, 1), (0, 1, 1)),
-        ("conv", 14, 256, (1, 3, 3), (1, 1, 1), (0, 1, 1)), ("pool", (1, 3, 3), (1, 2, 2), (0, 0, 0)),
-        ("conv", 18, 512, (1, 6, 6), (1, 1, 1), (0, 0, 0)))  # fmt: skip
+_AUD = (
+    ("conv", 0, 64, (3, 3), (1, 1), (1, 1)),
+    ("conv", 4, 192, (3, 3), (1, 1), (1, 1)),
+    ("pool", (3, 3), (1, 2), (0, 0)),
+    ("conv", 8, 384, (3, 3), (1, 1), (1, 1)),
+    ("conv", 11, 256, (3, 3), (1, 1), (1, 1)),
+    ("conv", 14, 256, (3, 3), (1, 1), (1, 1)),
+    ("pool", (3, 3), (2, 2), (0, 0)),
+    ("conv", 18, 512, (5, 4), (1, 1), (0, 0)),
+)
+_LIP = (
+    ("conv", 0, 96, (5, 7, 7), (1, 2, 2), (0, 0, 0)),
+    ("pool", (1, 3, 3), (1, 2, 2), (0, 0, 0)),
+    ("conv", 4, 256, (1, 5, 5), (1, 2, 2), (0, 1, 1)),
+    ("pool", (1, 3, 3), (1, 2, 2), (0, 1, 1)),
+    ("conv", 8, 256, (1, 3, 3), (1, 1, 1), (0, 1, 1)),
+    ("conv", 11, 256, (1, 3, 3), (1, 1, 1), (0, 1, 1)),
+    ("conv", 14, 256, (1, 3, 3), (1, 1, 1), (0, 1, 1)),
+    ("pool", (1, 3, 3), (1, 2, 2), (0, 0, 0)),
+    ("conv", 18, 512, (1, 6, 6), (1, 1, 1), (0, 0, 0)),
+)
 
 
 class SyncNetPythonModel(nn.Module):
@@ -107,9 +119,12 @@ def _torch_shape(flax_name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
 @functools.lru_cache(maxsize=4)
 def _flat_variables(embed_dim: int = 1024) -> dict[str, tuple[str, str, str, tuple[int, ...]]]:
     """torch key -> (collection, module name, flax leaf, flax shape)."""
-    shapes = jax.eval_shape(SyncNetPythonModel(embed_dim).init, jax.random.key(0),
-                            jax.ShapeDtypeStruct((1, 5, CROP_SIZE, CROP_SIZE, 3), jnp.float32),
-                            jax.ShapeDtypeStruct((1, 13, MFCC_WINDOW), jnp.float32))
+    shapes = jax.eval_shape(
+        SyncNetPythonModel(embed_dim).init,
+        jax.random.key(0),
+        jax.ShapeDtypeStruct((1, 5, CROP_SIZE, CROP_SIZE, 3), jnp.float32),
+        jax.ShapeDtypeStruct((1, 13, MFCC_WINDOW), jnp.float32),
+    )
     names = {"kernel": "weight", "bias": "bias", "scale": "weight", "mean": "running_mean", "var": "running_var"}
     out = {}
     for collection in ("params", "batch_stats"):
@@ -138,15 +153,17 @@ def variables_from_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     The embedding size is read from ``netfcaud.3.weight``; missing/unexpected keys or
     shapes raise ValueError.
     """
-    sd = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state_dict.items()}
-    sd = {(k[len("__S__."):] if k.startswith("__S__.") else k): v for k, v in sd.items()}
+    sd = {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in state_dict.items()}
+    sd = {(k[len("__S__.") :] if k.startswith("__S__.") else k): v for k, v in sd.items()}
     embed_dim = int(np.shape(sd["netfcaud.3.weight"])[0]) if "netfcaud.3.weight" in sd else 1024
     expected = _flat_variables(embed_dim)
     missing = [k for k in expected if k not in sd]
     unexpected = [k for k in sd if k not in expected and not k.endswith("num_batches_tracked")]
     if missing or unexpected:
-        raise ValueError(f"not a syncnet_python SyncNet state_dict (syncnet_v2.model): missing {missing[:4]}, "
-                         f"unexpected {unexpected[:4]}")
+        raise ValueError(
+            f"not a syncnet_python SyncNet state_dict (syncnet_v2.model): missing {missing[:4]}, "
+            f"unexpected {unexpected[:4]}"
+        )
     variables: dict[str, Any] = {"params": {}, "batch_stats": {}}
     for key, (collection, module, leaf, shape) in expected.items():
         value = sd[key]
@@ -175,8 +192,8 @@ def load_syncnet_python(path: str | os.PathLike[str]) -> tuple[SyncNetPythonMode
 @functools.lru_cache(maxsize=2)
 def _mel_filterbank(nfilt: int = 26, nfft: int = 512, sr: int = 16000) -> np.ndarray:
     """python_speech_features.get_filterbanks: triangular filters on FFT bins, ``[nfilt, nfft//2+1]``."""
-    hz2mel = lambda hz: 2595.0 * np.log10(1.0 + hz / 700.0)  # noqa: E731
-    mel2hz = lambda mel: 700.0 * (10.0 ** (mel / 2595.0) - 1.0)  # noqa: E731
+    hz2mel = lambda hz: 2595.0 * np.log10(1.0 + hz / 700.0)
+    mel2hz = lambda mel: 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
     bins = np.floor((nfft + 1) * mel2hz(np.linspace(hz2mel(0.0), hz2mel(sr / 2), nfilt + 2)) / sr)
     i = np.arange(nfft // 2 + 1)[None, :]
     lo, mid, hi = bins[:-2, None], bins[1:-1, None], bins[2:, None]
@@ -234,8 +251,9 @@ def mfcc_windows(wav: np.ndarray, start_frames: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- face crops
 
 
-def syncnet_crops(frames: np.ndarray, boxes: np.ndarray, crop_scale: float = CROP_SCALE,
-                  size: int = CROP_SIZE) -> np.ndarray:
+def syncnet_crops(
+    frames: np.ndarray, boxes: np.ndarray, crop_scale: float = CROP_SCALE, size: int = CROP_SIZE
+) -> np.ndarray:
     """run_pipeline's ``crop_video``: frames ``[N, H, W, 3]`` uint8, boxes ``[N, 4]`` (x1, y1, x2, y2)
     -> uint8 ``[N, size, size, 3]`` (same channel order as the frames)."""
     frames, boxes = np.asarray(frames), np.asarray(boxes, np.float64)
@@ -251,8 +269,10 @@ def syncnet_crops(frames: np.ndarray, boxes: np.ndarray, crop_scale: float = CRO
         bsi = int(bs * (1 + 2 * crop_scale))
         padded = np.pad(frame, ((bsi, bsi), (bsi, bsi), (0, 0)), constant_values=PAD_VALUE)
         my, mx = cy[i] + bsi, cx[i] + bsi
-        face = padded[int(my - bs):int(my + bs * (1 + 2 * crop_scale)),
-                      int(mx - bs * (1 + crop_scale)):int(mx + bs * (1 + crop_scale))]
+        face = padded[
+            int(my - bs) : int(my + bs * (1 + 2 * crop_scale)),
+            int(mx - bs * (1 + crop_scale)) : int(mx + bs * (1 + crop_scale)),
+        ]
         if face.size == 0:
             raise ValueError(f"frame {i}: empty face box {boxes[i].tolist()}")
         out[i] = cv2.resize(np.ascontiguousarray(face), (size, size))

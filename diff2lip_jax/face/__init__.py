@@ -9,17 +9,58 @@ VoxCeleb2 crop, and a user box. `detect_faces` turns frames into a `FaceTrack`
 Frames are [N,H,W,3] uint8 RGB; boxes are int64 (x1, y1, x2, y2), end exclusive.
 """
 
-from diff2lip_jax.face.detectors import (DETECTOR_KINDS, CascadeDetector, FaceDetector, FixedCropDetector,
-                                         make_detector, voxceleb2_box)
-from diff2lip_jax.face.s3fd import (S3FD, S3FD_WEIGHTS_URL, S3FDDetector, decode_outputs, load_s3fd_params, nms,
-                                    params_from_state_dict, select_detections, state_dict_shapes)
-from diff2lip_jax.face.track import (FaceTrack, apply_pads, crop_and_resize, detect_faces, fill_gaps, parse_pads,
-                                     paste_back, smooth_boxes)
+from diff2lip_jax.face.detectors import (
+    DETECTOR_KINDS,
+    CascadeDetector,
+    FaceDetector,
+    FixedCropDetector,
+    make_detector,
+    voxceleb2_box,
+)
+from diff2lip_jax.face.s3fd import (
+    S3FD,
+    S3FD_WEIGHTS_URL,
+    S3FDDetector,
+    decode_outputs,
+    load_s3fd_params,
+    nms,
+    params_from_state_dict,
+    select_detections,
+    state_dict_shapes,
+)
+from diff2lip_jax.face.track import (
+    FaceTrack,
+    apply_pads,
+    crop_and_resize,
+    detect_faces,
+    fill_gaps,
+    parse_pads,
+    paste_back,
+    smooth_boxes,
+)
 
 __all__ = [
-    "DETECTOR_KINDS", "CascadeDetector", "FaceDetector", "FixedCropDetector", "make_detector", "voxceleb2_box",
-    "S3FD", "S3FD_WEIGHTS_URL", "S3FDDetector", "decode_outputs", "load_s3fd_params", "nms",
-    "params_from_state_dict", "select_detections", "state_dict_shapes",
-    "FaceTrack", "apply_pads", "crop_and_resize", "detect_faces", "fill_gaps", "parse_pads", "paste_back",
+    "DETECTOR_KINDS",
+    "CascadeDetector",
+    "FaceDetector",
+    "FixedCropDetector",
+    "make_detector",
+    "voxceleb2_box",
+    "S3FD",
+    "S3FD_WEIGHTS_URL",
+    "S3FDDetector",
+    "decode_outputs",
+    "load_s3fd_params",
+    "nms",
+    "params_from_state_dict",
+    "select_detections",
+    "state_dict_shapes",
+    "FaceTrack",
+    "apply_pads",
+    "crop_and_resize",
+    "detect_faces",
+    "fill_gaps",
+    "parse_pads",
+    "paste_back",
     "smooth_boxes",
 ]

@@ -13,7 +13,8 @@ LBP cascade that ships with scikit-image: offline, the default), "voxceleb2"
 from __future__ import annotations
 
 import os
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -104,8 +105,15 @@ class CascadeDetector:
 
     fixed = False
 
-    def __init__(self, height_scale: float = 1.1, width_scale: float = 1.0, max_side: int = 480,
-                 scale_factor: float = 1.1, min_neighbors: int = 4, min_face_fraction: float = 0.1):
+    def __init__(
+        self,
+        height_scale: float = 1.1,
+        width_scale: float = 1.0,
+        max_side: int = 480,
+        scale_factor: float = 1.1,
+        min_neighbors: int = 4,
+        min_face_fraction: float = 0.1,
+    ):
         from skimage.data import lbp_frontal_face_cascade_filename
         from skimage.feature import Cascade
 
@@ -124,9 +132,14 @@ class CascadeDetector:
         gh, gw = gray.shape
         side = max(24, int(self.min_face_fraction * min(gh, gw)))  # 24 = the cascade's window
         found = self._cascade.detect_multi_scale(
-            img=gray.astype(np.float32) / 255.0, scale_factor=self.scale_factor, step_ratio=1.0,
-            min_size=(side, side), max_size=(gh, gw), min_neighbor_number=self.min_neighbors,
-            intersection_score_threshold=0.5)
+            img=gray.astype(np.float32) / 255.0,
+            scale_factor=self.scale_factor,
+            step_ratio=1.0,
+            min_size=(side, side),
+            max_size=(gh, gw),
+            min_neighbor_number=self.min_neighbors,
+            intersection_score_threshold=0.5,
+        )
         if not found:
             return None
         best = max(found, key=lambda d: d["width"] * d["height"])
@@ -147,8 +160,12 @@ class CascadeDetector:
         return boxes, found
 
 
-def make_detector(kind: str = "cascade", weights_path: str | os.PathLike[str] | None = None,
-                  batch_size: int = 4, box: Sequence[int] | None = None) -> FaceDetector:
+def make_detector(
+    kind: str = "cascade",
+    weights_path: str | os.PathLike[str] | None = None,
+    batch_size: int = 4,
+    box: Sequence[int] | None = None,
+) -> FaceDetector:
     """Build a detector by kind.
 
     kind: "cascade" (offline default), "s3fd" (needs `weights_path`, a local

@@ -17,7 +17,8 @@ module never downloads them: pass the path of a local copy.
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -36,15 +37,37 @@ NMS_THRESHOLD = 0.3
 # (name, out channels, kernel, stride, padding) for the trunk, in forward order;
 # "pool" is a 2x2/2 max pool (floor, as torch's default ceil_mode=False).
 _TRUNK: tuple[tuple[str, int, int, int, int] | str, ...] = (
-    ("conv1_1", 64, 3, 1, 1), ("conv1_2", 64, 3, 1, 1), "pool",
-    ("conv2_1", 128, 3, 1, 1), ("conv2_2", 128, 3, 1, 1), "pool",
-    ("conv3_1", 256, 3, 1, 1), ("conv3_2", 256, 3, 1, 1), ("conv3_3", 256, 3, 1, 1), "f3_3", "pool",
-    ("conv4_1", 512, 3, 1, 1), ("conv4_2", 512, 3, 1, 1), ("conv4_3", 512, 3, 1, 1), "f4_3", "pool",
-    ("conv5_1", 512, 3, 1, 1), ("conv5_2", 512, 3, 1, 1), ("conv5_3", 512, 3, 1, 1), "f5_3", "pool",
+    ("conv1_1", 64, 3, 1, 1),
+    ("conv1_2", 64, 3, 1, 1),
+    "pool",
+    ("conv2_1", 128, 3, 1, 1),
+    ("conv2_2", 128, 3, 1, 1),
+    "pool",
+    ("conv3_1", 256, 3, 1, 1),
+    ("conv3_2", 256, 3, 1, 1),
+    ("conv3_3", 256, 3, 1, 1),
+    "f3_3",
+    "pool",
+    ("conv4_1", 512, 3, 1, 1),
+    ("conv4_2", 512, 3, 1, 1),
+    ("conv4_3", 512, 3, 1, 1),
+    "f4_3",
+    "pool",
+    ("conv5_1", 512, 3, 1, 1),
+    ("conv5_2", 512, 3, 1, 1),
+    ("conv5_3", 512, 3, 1, 1),
+    "f5_3",
+    "pool",
     # fc6 keeps padding 3 with a 3x3 kernel (no dilation): its map is 4 px larger than the input.
-    ("fc6", 1024, 3, 1, 3), ("fc7", 1024, 1, 1, 0), "fc7",
-    ("conv6_1", 256, 1, 1, 0), ("conv6_2", 512, 3, 2, 1), "f6_2",
-    ("conv7_1", 128, 1, 1, 0), ("conv7_2", 256, 3, 2, 1), "f7_2",
+    ("fc6", 1024, 3, 1, 3),
+    ("fc7", 1024, 1, 1, 0),
+    "fc7",
+    ("conv6_1", 256, 1, 1, 0),
+    ("conv6_2", 512, 3, 2, 1),
+    "f6_2",
+    ("conv7_1", 128, 1, 1, 0),
+    ("conv7_2", 256, 3, 2, 1),
+    "f7_2",
 )
 # (source feature, L2Norm scale or None, head prefix, conf channels); order = output order.
 _HEADS: tuple[tuple[str, float | None, str, int], ...] = (
@@ -237,7 +260,7 @@ class S3FDDetector:
         self._decode = jax.jit(lambda p, x: decode_outputs(module.apply({"params": p}, x)))
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike[str], batch_size: int = 4) -> "S3FDDetector":
+    def from_file(cls, path: str | os.PathLike[str], batch_size: int = 4) -> S3FDDetector:
         """Build from a local official `s3fd.pth`."""
         return cls(load_s3fd_params(path), batch_size)
 
@@ -248,7 +271,7 @@ class S3FDDetector:
             raise ValueError(f"frames must be [N,H,W,3], got {frames.shape}")
         results: list[np.ndarray] = []
         for start in range(0, len(frames), self.batch_size):
-            chunk = frames[start:start + self.batch_size, :, :, ::-1].astype(np.float32) - BGR_MEAN
+            chunk = frames[start : start + self.batch_size, :, :, ::-1].astype(np.float32) - BGR_MEAN
             n = len(chunk)
             if n < self.batch_size:  # pad so the last batch reuses the compiled shape
                 chunk = np.concatenate([chunk, np.zeros((self.batch_size - n,) + chunk.shape[1:], np.float32)])

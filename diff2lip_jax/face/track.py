@@ -8,7 +8,7 @@ face is `frame[y1:y2, x1:x2]`. `FaceTrack.official_boxes()` gives the
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -53,8 +53,15 @@ def apply_pads(boxes: np.ndarray, pads: Sequence[int] | str, height: int, width:
     """
     pady1, pady2, padx1, padx2 = parse_pads(pads)
     b = np.asarray(boxes, np.int64)
-    return np.stack([np.maximum(0, b[:, 0] - padx1), np.maximum(0, b[:, 1] - pady1),
-                     np.minimum(width, b[:, 2] + padx2), np.minimum(height, b[:, 3] + pady2)], axis=1)
+    return np.stack(
+        [
+            np.maximum(0, b[:, 0] - padx1),
+            np.maximum(0, b[:, 1] - pady1),
+            np.minimum(width, b[:, 2] + padx2),
+            np.minimum(height, b[:, 3] + pady2),
+        ],
+        axis=1,
+    )
 
 
 def smooth_boxes(boxes: np.ndarray, window: int = SMOOTH_WINDOW) -> np.ndarray:
@@ -75,14 +82,15 @@ def smooth_boxes(boxes: np.ndarray, window: int = SMOOTH_WINDOW) -> np.ndarray:
     # Windows starting at 0..n-t lie ahead of every update: one vectorised pass.
     csum = np.concatenate([np.zeros((1, b.shape[1]), np.int64), np.cumsum(b, axis=0)])
     head = n - t + 1
-    b[:head] = ((csum[t:t + head] - csum[:head]) / t).astype(np.int64)
+    b[:head] = ((csum[t : t + head] - csum[:head]) / t).astype(np.int64)
     for i in range(head, n):  # at most window-1 tail frames, each sees earlier updates
-        b[i] = (b[n - t:].sum(axis=0) / t).astype(np.int64)
+        b[i] = (b[n - t :].sum(axis=0) / t).astype(np.int64)
     return b
 
 
-def fill_gaps(boxes: np.ndarray, found: np.ndarray, max_gap: int,
-              height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+def fill_gaps(
+    boxes: np.ndarray, found: np.ndarray, max_gap: int, height: int, width: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Give frames without a detection the box of the nearest detected frame.
 
     boxes [N,4] int64, found [N] bool -> (boxes [N,4] int64, has_face [N] bool).
@@ -109,8 +117,13 @@ def fill_gaps(boxes: np.ndarray, found: np.ndarray, max_gap: int,
     return boxes[source], distance <= max_gap
 
 
-def detect_faces(frames: np.ndarray, detector: FaceDetector, pads: Sequence[int] | str = (0, 0, 0, 0),
-                 smooth: bool = True, max_gap: int = 5) -> FaceTrack:
+def detect_faces(
+    frames: np.ndarray,
+    detector: FaceDetector,
+    pads: Sequence[int] | str = (0, 0, 0, 0),
+    smooth: bool = True,
+    max_gap: int = 5,
+) -> FaceTrack:
     """Face boxes for a video: frames [N,H,W,3] uint8 RGB -> FaceTrack.
 
     Detector boxes get the pads and are clamped to the frame (official order),

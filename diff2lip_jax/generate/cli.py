@@ -32,16 +32,25 @@ def define_flags() -> None:
     flags.DEFINE_string("video", None, "face video (any container and frame rate), or an image with --static")
     flags.DEFINE_string("audio", None, "speech: any file with sound (wav, mp3, m4a, a video's audio track)")
     flags.DEFINE_string("out", None, "output video (.mp4, .m4v, .mov or .mkv); refused if it exists")
-    flags.DEFINE_enum("mode", "cross", ["cross", "reconstruction"],
-                      "cross: each frame is its own input and reference; reconstruction: the first frame is")
+    flags.DEFINE_enum(
+        "mode",
+        "cross",
+        ["cross", "reconstruction"],
+        "cross: each frame is its own input and reference; reconstruction: the first frame is",
+    )
     flags.DEFINE_integer("ddim_steps", 25, "DDIM sampling steps (respacing ddimN)")
     flags.DEFINE_integer("seed", 7, "seed of the one start-noise image shared by every frame")
     flags.DEFINE_integer("step", None, "checkpoint step of a model directory (default: the newest)")
-    config_flags.DEFINE_config_file("config", cli.default_config("diff2lip", "official"),
-                                    "model flags for a .pt/.safetensors (config.model) and diffusion flags; "
-                                    "a model directory brings its own model flags", lock_config=False)
-    flags.DEFINE_enum("face_detector", "cascade", ["cascade", "s3fd", "voxceleb2", "box"],
-                      "face detector; --box implies box")
+    config_flags.DEFINE_config_file(
+        "config",
+        cli.default_config("diff2lip", "official"),
+        "model flags for a .pt/.safetensors (config.model) and diffusion flags; "
+        "a model directory brings its own model flags",
+        lock_config=False,
+    )
+    flags.DEFINE_enum(
+        "face_detector", "cascade", ["cascade", "s3fd", "voxceleb2", "box"], "face detector; --box implies box"
+    )
     flags.DEFINE_string("s3fd_weights", None, "local copy of the official s3fd.pth (for --face_detector=s3fd)")
     flags.DEFINE_string("pads", "0,0,0,0", "pixels added to detected boxes: top,bottom,left,right")
     flags.DEFINE_list("box", None, "fixed face box y1,y2,x1,x2 in pixels (skips detection)")
@@ -50,14 +59,38 @@ def define_flags() -> None:
     flags.DEFINE_bool("static", False, "--video is a still image (or use its first frame) for the whole audio")
     flags.DEFINE_string("fig3_strip", None, "also write x_t / x0_pred over the DDIM steps of the first face (.png)")
     flags.DEFINE_integer("fig3_steps", 5, "columns of --fig3_strip")
-    flags.DEFINE_enum("paste", "full", ["full", "lower"],
-                      "full: the whole generated crop replaces the face box (official); lower: only its lower half")
+    flags.DEFINE_enum(
+        "paste",
+        "full",
+        ["full", "lower"],
+        "full: the whole generated crop replaces the face box (official); lower: only its lower half",
+    )
     flags.DEFINE_bool("overwrite", False, "replace existing --out / --fig3_strip files")
     flags.DEFINE_bool("progress", True, "progress bars on stderr")
     # `--help` lists the key flags of the module named by argv[0] (the console script).
-    for name in ("checkpoint", "video", "audio", "out", "mode", "ddim_steps", "seed", "step", "config",
-                 "face_detector", "s3fd_weights", "pads", "box", "nosmooth", "batch_size", "static",
-                 "fig3_strip", "fig3_steps", "paste", "overwrite", "progress"):
+    for name in (
+        "checkpoint",
+        "video",
+        "audio",
+        "out",
+        "mode",
+        "ddim_steps",
+        "seed",
+        "step",
+        "config",
+        "face_detector",
+        "s3fd_weights",
+        "pads",
+        "box",
+        "nosmooth",
+        "batch_size",
+        "static",
+        "fig3_strip",
+        "fig3_steps",
+        "paste",
+        "overwrite",
+        "progress",
+    ):
         FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
 
 
@@ -76,15 +109,34 @@ def _main(argv: list[str]) -> None:
     from diff2lip_jax.generate.pipeline import generate
 
     stats = generate(
-        FLAGS.video, FLAGS.audio, FLAGS.out, checkpoint=FLAGS.checkpoint, config=FLAGS.config, step=FLAGS.step,
-        mode=FLAGS.mode, ddim_steps=FLAGS.ddim_steps, seed=FLAGS.seed, face_detector=FLAGS.face_detector,
-        pads=FLAGS.pads, box=box, nosmooth=FLAGS.nosmooth, batch_size=FLAGS.batch_size, static=FLAGS.static,
-        s3fd_weights=FLAGS.s3fd_weights, progress=FLAGS.progress, fig3_strip=FLAGS.fig3_strip,
-        fig3_steps=FLAGS.fig3_steps, paste=FLAGS.paste, overwrite=FLAGS.overwrite)
-    print(f"wrote {stats['output']}: {stats['num_frames']} frames ({stats['num_frames'] / stats['fps']:.2f} s at "
-          f"{stats['fps']:g} fps), {stats['faces']} lip-synced, {stats['passthrough']} without a face; "
-          f"{stats['frames_per_second']:.2f} frames/s on {stats['devices']} device(s)"
-          + (f"; Fig. 3 strip -> {stats['fig3']['path']}" if "fig3" in stats else ""))
+        FLAGS.video,
+        FLAGS.audio,
+        FLAGS.out,
+        checkpoint=FLAGS.checkpoint,
+        config=FLAGS.config,
+        step=FLAGS.step,
+        mode=FLAGS.mode,
+        ddim_steps=FLAGS.ddim_steps,
+        seed=FLAGS.seed,
+        face_detector=FLAGS.face_detector,
+        pads=FLAGS.pads,
+        box=box,
+        nosmooth=FLAGS.nosmooth,
+        batch_size=FLAGS.batch_size,
+        static=FLAGS.static,
+        s3fd_weights=FLAGS.s3fd_weights,
+        progress=FLAGS.progress,
+        fig3_strip=FLAGS.fig3_strip,
+        fig3_steps=FLAGS.fig3_steps,
+        paste=FLAGS.paste,
+        overwrite=FLAGS.overwrite,
+    )
+    print(
+        f"wrote {stats['output']}: {stats['num_frames']} frames ({stats['num_frames'] / stats['fps']:.2f} s at "
+        f"{stats['fps']:g} fps), {stats['faces']} lip-synced, {stats['passthrough']} without a face; "
+        f"{stats['frames_per_second']:.2f} frames/s on {stats['devices']} device(s)"
+        + (f"; Fig. 3 strip -> {stats['fig3']['path']}" if "fig3" in stats else "")
+    )
 
 
 def run() -> None:

@@ -22,7 +22,7 @@ import os
 import pathlib
 import subprocess
 import tempfile
-from typing import Callable, Iterator, Optional, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -48,8 +48,9 @@ def pingpong_source(k: np.ndarray | int, n: int) -> np.ndarray:
     return np.where(p < n, p, period - p)
 
 
-def track_from_detections(boxes: np.ndarray, found: np.ndarray, fixed: bool, pads: Sequence[int] | str,
-                          smooth: bool, height: int, width: int) -> FaceTrack:
+def track_from_detections(
+    boxes: np.ndarray, found: np.ndarray, fixed: bool, pads: Sequence[int] | str, smooth: bool, height: int, width: int
+) -> FaceTrack:
     """Raw detector output [N, 4] / [N] -> FaceTrack, the post-processing of `face.detect_faces`."""
     boxes, found = np.asarray(boxes, np.int64).reshape(-1, 4), np.asarray(found, bool)
     if fixed:  # fixed crops are used as they are (official VoxCeleb2 crop, Wav2Lip --box)
@@ -59,9 +60,15 @@ def track_from_detections(boxes: np.ndarray, found: np.ndarray, fixed: bool, pad
     return FaceTrack(smooth_boxes(boxes) if smooth else boxes, has_face)
 
 
-def scan_faces(video: str | os.PathLike, detector: FaceDetector, pads: Sequence[int] | str, smooth: bool,
-               max_frames: Optional[int] = None, chunk: int = 32,
-               progress: Optional[Callable[[int], None]] = None) -> tuple[FaceTrack, tuple[int, int]]:
+def scan_faces(
+    video: str | os.PathLike,
+    detector: FaceDetector,
+    pads: Sequence[int] | str,
+    smooth: bool,
+    max_frames: int | None = None,
+    chunk: int = 32,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[FaceTrack, tuple[int, int]]:
     """Pass 1: face boxes of (the first `max_frames` frames of) a video at 25 fps.
 
     Returns (FaceTrack over the N frames read, (height, width)). Holds one chunk of
@@ -80,8 +87,9 @@ def scan_faces(video: str | os.PathLike, detector: FaceDetector, pads: Sequence[
             progress(len(frames))
         if max_frames is not None and count >= max_frames:
             break  # closing the generator stops ffmpeg
-    track = track_from_detections(np.concatenate(boxes), np.concatenate(found), getattr(detector, "fixed", False),
-                                  pads, smooth, *size)
+    track = track_from_detections(
+        np.concatenate(boxes), np.concatenate(found), getattr(detector, "fixed", False), pads, smooth, *size
+    )
     return track, (int(size[0]), int(size[1]))
 
 
@@ -105,8 +113,8 @@ class FrameCache:
         self.height, self.width = int(height), int(width)
         self.segment = int(max(1, min(250, SEGMENT_BYTES // (self.height * self.width * 3))))
         self.num_frames = 0
-        self._proc: Optional[subprocess.Popen] = None
-        self._errf: Optional[tempfile._TemporaryFileWrapper] = None
+        self._proc: subprocess.Popen | None = None
+        self._errf: tempfile._TemporaryFileWrapper | None = None
         self._loaded: tuple[int, np.ndarray] | None = None  # (segment index, its frames)
 
     def _path(self, index: int) -> pathlib.Path:
@@ -120,10 +128,28 @@ class FrameCache:
         if self._proc is None:
             self._errf = tempfile.TemporaryFile()
             cmd = [
-                ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-                "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{self.width}x{self.height}", "-r", "25", "-i", "-",
-                "-c:v", "ffv1", "-f", "matroska", str(self._path(self.num_frames // self.segment)),
-            ]  # fmt: skip
+                ffmpeg_exe(),
+                "-hide_banner",
+                "-nostdin",
+                "-loglevel",
+                "error",
+                "-y",
+                "-f",
+                "rawvideo",
+                "-pix_fmt",
+                "rgb24",
+                "-s",
+                f"{self.width}x{self.height}",
+                "-r",
+                "25",
+                "-i",
+                "-",
+                "-c:v",
+                "ffv1",
+                "-f",
+                "matroska",
+                str(self._path(self.num_frames // self.segment)),
+            ]
             self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._errf)
         assert self._proc.stdin is not None
         try:
@@ -151,8 +177,9 @@ class FrameCache:
         message = ffmpeg_error_summary(errf.read())
         errf.close()
         if rc != 0:
-            raise MediaError(f"{self.dir}: cannot write the frame cache ({message}); "
-                             "check the free disk space beside --out")
+            raise MediaError(
+                f"{self.dir}: cannot write the frame cache ({message}); check the free disk space beside --out"
+            )
 
     def _segment(self, index: int) -> np.ndarray:
         if self._loaded is None or self._loaded[0] != index:
@@ -188,8 +215,9 @@ class FrameCache:
             self._errf = None
 
 
-def frames_in_output_order(video: str | os.PathLike, num_video: int, num_out: int,
-                           cache_dir: Optional[str | os.PathLike]) -> Iterator[tuple[int, np.ndarray]]:
+def frames_in_output_order(
+    video: str | os.PathLike, num_video: int, num_out: int, cache_dir: str | os.PathLike | None
+) -> Iterator[tuple[int, np.ndarray]]:
     """Pass 2: (source index, frame uint8 [H, W, 3]) for output frames 0..num_out-1, ping-pong order.
 
     The first leg streams from the decoder; when num_out > num_video the frames are
@@ -199,7 +227,7 @@ def frames_in_output_order(video: str | os.PathLike, num_video: int, num_out: in
       MediaError: the video decodes to a different frame count than in pass 1.
     """
     pingpong = num_out > num_video
-    cache: Optional[FrameCache] = None
+    cache: FrameCache | None = None
     produced = 0
     try:
         for chunk in iter_frames(video, fps=FPS, chunk=16):
@@ -214,8 +242,9 @@ def frames_in_output_order(video: str | os.PathLike, num_video: int, num_out: in
             if produced == min(num_video, num_out):
                 break  # closing the decoder stops ffmpeg
         if produced < min(num_video, num_out):
-            raise MediaError(f"{video}: decoded {produced} frames, expected {num_video}; "
-                             "the file changed while reading")
+            raise MediaError(
+                f"{video}: decoded {produced} frames, expected {num_video}; the file changed while reading"
+            )
         if not pingpong:
             return
         if num_video == 1:  # a single frame: repeat it

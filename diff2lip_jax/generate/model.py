@@ -21,13 +21,15 @@ import dataclasses
 import functools
 import importlib.util
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from diff2lip_jax import checkpoint as ckpt
 from diff2lip_jax.diffusion import DIFFUSION_FLAGS, create_diffusion_from_config
@@ -110,14 +112,21 @@ def load_checkpoint(path: str | os.PathLike, config: Any = None, step: int | Non
             raise ValueError(f"--checkpoint {path}: unreadable checkpoint ({_first_line(e)})") from None
         return LoadedModel(params, cfg, diffusion_flags(config, cfg), f"{path} step {found_step}", found_step)
     if not path.endswith(STATE_DICT_SUFFIXES):
-        raise ValueError(f"--checkpoint {path}: not a checkpoint; pass a model directory or a "
-                         f"{'/'.join(STATE_DICT_SUFFIXES)} state_dict")
+        raise ValueError(
+            f"--checkpoint {path}: not a checkpoint; pass a model directory or a "
+            f"{'/'.join(STATE_DICT_SUFFIXES)} state_dict"
+        )
     if step is not None:
         raise ValueError("--step selects a step of a model directory; a state_dict file has one set of weights")
     from diff2lip_jax.convert import load_state_dict_file, torch_to_flax
 
-    model_flags = (config.model if config is not None and "model" in config else
-                   config if config is not None else _official_config().model)
+    model_flags = (
+        config.model
+        if config is not None and "model" in config
+        else config
+        if config is not None
+        else _official_config().model
+    )
     cfg = UNetConfig.from_flags(model_flags)
     try:
         state_dict = load_state_dict_file(path)
@@ -148,21 +157,27 @@ def to_uint8(x: jax.Array) -> jax.Array:
 class Sampler:
     """The compiled generation step for one batch shape family.
 
-    `__call__(params, noise, crops, refs, mels)` with
-      params   replicated device params (see `put_params`),
-      noise    float32 [S, S, 3]: the one start-noise image every frame shares,
-      crops    uint8 [B, S, S, 3] input face crops (B a multiple of the device count),
-      refs     uint8 [B, S, S, 3] reference crops,
-      mels     float32 [B, 80, 16] mel windows,
-    returns uint8 [B, S, S, 3]: the DDIM sample's lower half over the input's upper half
-(official composite `sample * mask + (1 - mask) * input`, the upper half byte-exact);
-    with `num_intermediates=K > 0` also (x_t, x0_pred) uint8 [K, B, S, S, 3] at K evenly
-    spaced steps (noisiest first), each composited with the known upper half.
-    Results are asynchronous jax arrays (dispatch returns before the device finishes).
+        `__call__(params, noise, crops, refs, mels)` with
+          params   replicated device params (see `put_params`),
+          noise    float32 [S, S, 3]: the one start-noise image every frame shares,
+          crops    uint8 [B, S, S, 3] input face crops (B a multiple of the device count),
+          refs     uint8 [B, S, S, 3] reference crops,
+          mels     float32 [B, 80, 16] mel windows,
+        returns uint8 [B, S, S, 3]: the DDIM sample's lower half over the input's upper half
+    (official composite `sample * mask + (1 - mask) * input`, the upper half byte-exact);
+        with `num_intermediates=K > 0` also (x_t, x0_pred) uint8 [K, B, S, S, 3] at K evenly
+        spaced steps (noisiest first), each composited with the known upper half.
+        Results are asynchronous jax arrays (dispatch returns before the device finishes).
     """
 
-    def __init__(self, cfg: UNetConfig, diffusion: tuple[tuple[str, Any], ...], ddim_steps: int,
-                 num_intermediates: int, mesh: Mesh):
+    def __init__(
+        self,
+        cfg: UNetConfig,
+        diffusion: tuple[tuple[str, Any], ...],
+        ddim_steps: int,
+        num_intermediates: int,
+        mesh: Mesh,
+    ):
         self.cfg, self.mesh = cfg, mesh
         self.num_devices = mesh.devices.size
         self.diffusion = create_diffusion_from_config(dict(diffusion), timestep_respacing=f"ddim{ddim_steps}")
@@ -184,13 +199,13 @@ class Sampler:
             # One noise image for every frame (official --sampling_seed): the start x_T and
             # the fill of cond_img's hidden lower half.
             x_t = jnp.broadcast_to(noise[None], img.shape)
-            kwargs = dict(params=params, cond_img=img * (1.0 - mask) + mask * x_t, mask=mask, ref_img=ref,
-                          indiv_mels=mels)
-            out = diff.ddim_sample_loop(model_fn, x_t, model_kwargs=kwargs, clip_denoised=True,
-                                        return_intermediates=k)
+            kwargs = dict(
+                params=params, cond_img=img * (1.0 - mask) + mask * x_t, mask=mask, ref_img=ref, indiv_mels=mels
+            )
+            out = diff.ddim_sample_loop(model_fn, x_t, model_kwargs=kwargs, clip_denoised=True, return_intermediates=k)
             # sample * mask + (1 - mask) * input, the known half kept as the exact input bytes
             # (a float round trip could truncate a value to one grey level less).
-            known = lambda x: jnp.where(mask > 0, to_uint8(x), crops)  # noqa: E731
+            known = lambda x: jnp.where(mask > 0, to_uint8(x), crops)
             if k:
                 sample, xs, x0s = out
                 return known(sample), known(xs), known(x0s)
@@ -219,16 +234,27 @@ class Sampler:
         return self._fn._cache_size()
 
 
-def get_sampler(cfg: UNetConfig, diffusion: tuple[tuple[str, Any], ...], ddim_steps: int,
-                num_intermediates: int = 0, devices: tuple[jax.Device, ...] | None = None) -> Sampler:
+def get_sampler(
+    cfg: UNetConfig,
+    diffusion: tuple[tuple[str, Any], ...],
+    ddim_steps: int,
+    num_intermediates: int = 0,
+    devices: tuple[jax.Device, ...] | None = None,
+) -> Sampler:
     """The process-wide `Sampler` for these flags (compiled programs are reused across videos)."""
-    return _cached_sampler(cfg, tuple(diffusion), int(ddim_steps), int(num_intermediates),
-                           tuple(devices or jax.local_devices()))
+    return _cached_sampler(
+        cfg, tuple(diffusion), int(ddim_steps), int(num_intermediates), tuple(devices or jax.local_devices())
+    )
 
 
 @functools.lru_cache(maxsize=8)
-def _cached_sampler(cfg: UNetConfig, diffusion: tuple[tuple[str, Any], ...], ddim_steps: int,
-                    num_intermediates: int, devices: tuple[jax.Device, ...]) -> Sampler:
+def _cached_sampler(
+    cfg: UNetConfig,
+    diffusion: tuple[tuple[str, Any], ...],
+    ddim_steps: int,
+    num_intermediates: int,
+    devices: tuple[jax.Device, ...],
+) -> Sampler:
     return Sampler(cfg, diffusion, ddim_steps, num_intermediates, batch_mesh(devices))
 
 

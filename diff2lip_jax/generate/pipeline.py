@@ -23,7 +23,8 @@ import pathlib
 import shutil
 import tempfile
 import time
-from typing import Any, Iterator, Optional, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -62,17 +63,39 @@ class _LipSync:
     memory to about 4 * batch full frames.
     """
 
-    def __init__(self, writer: VideoWriter, sampler: model_lib.Sampler, first_sampler: model_lib.Sampler,
-                 params: Any, noise: np.ndarray, batch: int, paste: str, bar: Any, stats: dict):
+    def __init__(
+        self,
+        writer: VideoWriter,
+        sampler: model_lib.Sampler,
+        first_sampler: model_lib.Sampler,
+        params: Any,
+        noise: np.ndarray,
+        batch: int,
+        paste: str,
+        bar: Any,
+        stats: dict,
+    ):
         self.writer, self.sampler, self.first_sampler = writer, sampler, first_sampler
         self.params, self.noise, self.batch, self.paste, self.bar, self.stats = (
-            params, noise, batch, paste, bar, stats)
+            params,
+            noise,
+            batch,
+            paste,
+            bar,
+            stats,
+        )
         self.chunk = _Chunk()
         self.inflight: collections.deque = collections.deque()
         self.strip: dict[str, Any] = {}  # Fig. 3 arrays of the first batch, if recorded
 
-    def add(self, frame: np.ndarray, box: Optional[np.ndarray] = None, crop: Optional[np.ndarray] = None,
-            ref: Optional[np.ndarray] = None, mel: Optional[np.ndarray] = None) -> None:
+    def add(
+        self,
+        frame: np.ndarray,
+        box: np.ndarray | None = None,
+        crop: np.ndarray | None = None,
+        ref: np.ndarray | None = None,
+        mel: np.ndarray | None = None,
+    ) -> None:
         """Queue one output frame [H, W, 3] uint8; with a face box also its crop, reference and mel window."""
         chunk = self.chunk
         if box is not None:
@@ -136,8 +159,9 @@ def _keep_upper_half(originals: np.ndarray, pasted: np.ndarray, boxes: Sequence[
     return pasted
 
 
-def _make_detector(face_detector: str | FaceDetector, box: Optional[Sequence[int]],
-                   s3fd_weights: Optional[str | os.PathLike]) -> FaceDetector:
+def _make_detector(
+    face_detector: str | FaceDetector, box: Sequence[int] | None, s3fd_weights: str | os.PathLike | None
+) -> FaceDetector:
     """A detector by kind; a `box` implies the fixed-box detector (as Wav2Lip's --box)."""
     if not isinstance(face_detector, str):
         return face_detector  # a detector object (custom detectors, tests)
@@ -163,14 +187,30 @@ def _check_output(path: pathlib.Path, suffixes: Sequence[str], overwrite: bool, 
         raise FileNotFoundError(f"{what} {path}: directory {path.parent} does not exist; create it first")
 
 
-def generate(video: str | os.PathLike, audio: str | os.PathLike, out: str | os.PathLike, *,
-             checkpoint: str | os.PathLike, config: Any = None, step: Optional[int] = None,
-             mode: str = "cross", ddim_steps: int = 25, seed: int = 7,
-             face_detector: str | FaceDetector = "cascade", pads: Sequence[int] | str = (0, 0, 0, 0),
-             box: Optional[Sequence[int]] = None, nosmooth: bool = False, batch_size: int = 32,
-             static: bool = False, s3fd_weights: Optional[str | os.PathLike] = None, progress: bool = True,
-             fig3_strip: Optional[str | os.PathLike] = None, fig3_steps: int = 5,
-             paste: str = "full", overwrite: bool = False) -> dict:
+def generate(
+    video: str | os.PathLike,
+    audio: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    checkpoint: str | os.PathLike,
+    config: Any = None,
+    step: int | None = None,
+    mode: str = "cross",
+    ddim_steps: int = 25,
+    seed: int = 7,
+    face_detector: str | FaceDetector = "cascade",
+    pads: Sequence[int] | str = (0, 0, 0, 0),
+    box: Sequence[int] | None = None,
+    nosmooth: bool = False,
+    batch_size: int = 32,
+    static: bool = False,
+    s3fd_weights: str | os.PathLike | None = None,
+    progress: bool = True,
+    fig3_strip: str | os.PathLike | None = None,
+    fig3_steps: int = 5,
+    paste: str = "full",
+    overwrite: bool = False,
+) -> dict:
     """Lip-syncs `video` to `audio` and writes `out` (H.264 + AAC, 25 fps), atomically.
 
     Args:
@@ -222,8 +262,9 @@ def generate(video: str | os.PathLike, audio: str | os.PathLike, out: str | os.P
     wav = load_audio(audio)
     num_out = int(round(len(wav) * FPS / SAMPLE_RATE))
     if num_out < 1:
-        raise ValueError(f"{audio}: the audio lasts {len(wav) / SAMPLE_RATE * 1000:.0f} ms, under one "
-                         f"video frame (40 ms)")
+        raise ValueError(
+            f"{audio}: the audio lasts {len(wav) / SAMPLE_RATE * 1000:.0f} ms, under one video frame (40 ms)"
+        )
     detector = _make_detector(face_detector, box, s3fd_weights)
     loaded = model_lib.load_checkpoint(checkpoint, config, step)
     size = loaded.cfg.image_size
@@ -240,8 +281,14 @@ def generate(video: str | os.PathLike, audio: str | os.PathLike, out: str | os.P
     still = static or mode == "reconstruction"
     bar = bars.open("faces", None if still else round(info.duration * FPS) or None)
     try:
-        track, _ = frames_lib.scan_faces(video, detector, pads, smooth=not nosmooth,
-                                         max_frames=1 if static else 5 if still else None, progress=bar.update)
+        track, _ = frames_lib.scan_faces(
+            video,
+            detector,
+            pads,
+            smooth=not nosmooth,
+            max_frames=1 if static else 5 if still else None,
+            progress=bar.update,
+        )
     finally:
         bar.close()
     num_video = 1 if still else len(track.has_face)
@@ -251,17 +298,30 @@ def generate(video: str | os.PathLike, audio: str | os.PathLike, out: str | os.P
     starts = frame_window_starts(num_out)
     params = sampler.put_params(loaded.params)
     noise = model_lib.start_noise_image(seed, size)
-    stats: dict[str, Any] = dict(output=str(out), mode=mode, num_frames=num_out, video_frames=num_video,
-                                 fps=FPS, audio_seconds=len(wav) / SAMPLE_RATE, image_size=size,
-                                 batch_size=bs, devices=sampler.num_devices, ddim_steps=int(ddim_steps),
-                                 pingpong=num_out > num_video and not still, faces=0, passthrough=0, batches=0,
-                                 padded_slots=0, checkpoint=loaded.description)
+    stats: dict[str, Any] = dict(
+        output=str(out),
+        mode=mode,
+        num_frames=num_out,
+        video_frames=num_video,
+        fps=FPS,
+        audio_seconds=len(wav) / SAMPLE_RATE,
+        image_size=size,
+        batch_size=bs,
+        devices=sampler.num_devices,
+        ddim_steps=int(ddim_steps),
+        pingpong=num_out > num_video and not still,
+        faces=0,
+        passthrough=0,
+        batches=0,
+        padded_slots=0,
+        checkpoint=loaded.description,
+    )
     cache_dir = None
     if stats["pingpong"]:
         cache_dir = tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".frames", dir=out.parent)
     t_pass2 = time.perf_counter()
     bar = bars.open("lip-sync", num_out)
-    source: Optional[Iterator[tuple[int, np.ndarray]]] = None
+    source: Iterator[tuple[int, np.ndarray]] | None = None
     try:
         if still:
             frame = frames_lib.first_frame(video)
@@ -293,9 +353,14 @@ def generate(video: str | os.PathLike, audio: str | os.PathLike, out: str | os.P
         timesteps = first_sampler.diffusion.intermediate_timesteps(num_strip)
         stats["fig3"] = dict(path=str(strip_path), timesteps=np.asarray(timesteps).tolist(), **lipsync.strip)
     total = time.perf_counter() - t_start
-    stats.update(sampler_traces=model_lib.sampler_traces() - traces0, detect_seconds=t_detect,
-                 generate_seconds=t_pass2, total_seconds=total, frames_per_second=num_out / max(t_pass2, 1e-9),
-                 frames_per_second_total=num_out / max(total, 1e-9))
+    stats.update(
+        sampler_traces=model_lib.sampler_traces() - traces0,
+        detect_seconds=t_detect,
+        generate_seconds=t_pass2,
+        total_seconds=total,
+        frames_per_second=num_out / max(t_pass2, 1e-9),
+        frames_per_second_total=num_out / max(total, 1e-9),
+    )
     return stats
 
 
@@ -305,7 +370,7 @@ class _Bars:
     def __init__(self, enabled: bool):
         self.enabled = enabled
 
-    def open(self, desc: str, total: Optional[int]) -> Any:
+    def open(self, desc: str, total: int | None) -> Any:
         if not self.enabled:
             return _NoBar()
         from tqdm import tqdm

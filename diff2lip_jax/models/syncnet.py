@@ -21,7 +21,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 import flax.linen as nn
 import jax
@@ -38,18 +39,38 @@ WAV2LIP_FACE_SIZE = (48, 96)  # lower half of Wav2Lip's 96x96 crops, (H, W)
 _Spec = tuple[int, int, int | tuple[int, int], int, bool]
 WAV2LIP_FACE_LAYERS: tuple[_Spec, ...] = (
     (32, 7, 1, 3, False),
-    (64, 5, (1, 2), 1, False), (64, 3, 1, 1, True), (64, 3, 1, 1, True),
-    (128, 3, 2, 1, False), (128, 3, 1, 1, True), (128, 3, 1, 1, True), (128, 3, 1, 1, True),
-    (256, 3, 2, 1, False), (256, 3, 1, 1, True), (256, 3, 1, 1, True),
-    (512, 3, 2, 1, False), (512, 3, 1, 1, True), (512, 3, 1, 1, True),
-    (512, 3, 2, 1, False), (512, 3, 1, 0, False), (512, 1, 1, 0, False),
+    (64, 5, (1, 2), 1, False),
+    (64, 3, 1, 1, True),
+    (64, 3, 1, 1, True),
+    (128, 3, 2, 1, False),
+    (128, 3, 1, 1, True),
+    (128, 3, 1, 1, True),
+    (128, 3, 1, 1, True),
+    (256, 3, 2, 1, False),
+    (256, 3, 1, 1, True),
+    (256, 3, 1, 1, True),
+    (512, 3, 2, 1, False),
+    (512, 3, 1, 1, True),
+    (512, 3, 1, 1, True),
+    (512, 3, 2, 1, False),
+    (512, 3, 1, 0, False),
+    (512, 1, 1, 0, False),
 )
 WAV2LIP_AUDIO_LAYERS: tuple[_Spec, ...] = (
-    (32, 3, 1, 1, False), (32, 3, 1, 1, True), (32, 3, 1, 1, True),
-    (64, 3, (3, 1), 1, False), (64, 3, 1, 1, True), (64, 3, 1, 1, True),
-    (128, 3, 3, 1, False), (128, 3, 1, 1, True), (128, 3, 1, 1, True),
-    (256, 3, (3, 2), 1, False), (256, 3, 1, 1, True), (256, 3, 1, 1, True),
-    (512, 3, 1, 0, False), (512, 1, 1, 0, False),
+    (32, 3, 1, 1, False),
+    (32, 3, 1, 1, True),
+    (32, 3, 1, 1, True),
+    (64, 3, (3, 1), 1, False),
+    (64, 3, 1, 1, True),
+    (64, 3, 1, 1, True),
+    (128, 3, 3, 1, False),
+    (128, 3, 1, 1, True),
+    (128, 3, 1, 1, True),
+    (256, 3, (3, 2), 1, False),
+    (256, 3, 1, 1, True),
+    (256, 3, 1, 1, True),
+    (512, 3, 1, 0, False),
+    (512, 1, 1, 0, False),
 )
 
 
@@ -98,11 +119,18 @@ class Wav2LipConv(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         p = self.padding
-        h = nn.Conv(self.features, (self.kernel, self.kernel), strides=_pair(self.stride),
-                    padding=[(p, p), (p, p)], dtype=self.dtype, param_dtype=jnp.float32,
-                    name="conv_block_0")(x)
-        h = nn.BatchNorm(use_running_average=True, epsilon=1e-5, dtype=self.dtype,
-                         param_dtype=jnp.float32, name="conv_block_1")(h)
+        h = nn.Conv(
+            self.features,
+            (self.kernel, self.kernel),
+            strides=_pair(self.stride),
+            padding=[(p, p), (p, p)],
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            name="conv_block_0",
+        )(x)
+        h = nn.BatchNorm(
+            use_running_average=True, epsilon=1e-5, dtype=self.dtype, param_dtype=jnp.float32, name="conv_block_1"
+        )(h)
         if self.residual:
             h = h + x
         return nn.relu(h)
@@ -150,14 +178,16 @@ def wav2lip_state_dict_shapes() -> dict[str, tuple[int, ...]]:
 def wav2lip_variables_from_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     """SyncNet_color state_dict (numpy or torch values; "module." prefixes allowed)
     -> {"params", "batch_stats"} for `Wav2LipSyncNet`. Conv OIHW -> HWIO."""
-    sd = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state_dict.items()}
+    sd = {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in state_dict.items()}
     expected = wav2lip_state_dict_shapes()
     missing = [k for k in expected if k not in sd and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in sd if k not in expected]
     if missing or unexpected:
-        raise ValueError(f"not a Wav2Lip SyncNet_color state_dict: missing {missing[:5]}"
-                         f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
-                         f"{'...' if len(unexpected) > 5 else ''}")
+        raise ValueError(
+            f"not a Wav2Lip SyncNet_color state_dict: missing {missing[:5]}"
+            f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
+            f"{'...' if len(unexpected) > 5 else ''}"
+        )
     params: dict[str, Any] = {}
     stats: dict[str, Any] = {}
     for key, shape in expected.items():
@@ -174,7 +204,8 @@ def wav2lip_variables_from_state_dict(state_dict: Mapping[str, Any]) -> dict[str
         if sub == "0":
             name = "kernel" if leaf == "weight" else "bias"
             params.setdefault(layer, {}).setdefault(module, {})[name] = (
-                arr.transpose(2, 3, 1, 0) if leaf == "weight" else arr)
+                arr.transpose(2, 3, 1, 0) if leaf == "weight" else arr
+            )
         elif leaf in ("weight", "bias"):
             params.setdefault(layer, {}).setdefault(module, {})["scale" if leaf == "weight" else "bias"] = arr
         else:
@@ -217,11 +248,19 @@ class ConvGN(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         pad = self.padding if isinstance(self.padding, str) else [(self.padding,) * 2] * 2
-        h = nn.Conv(self.features, _pair(self.kernel), strides=_pair(self.stride), padding=pad,
-                    dtype=self.dtype, param_dtype=jnp.float32, name="conv")(x)
+        h = nn.Conv(
+            self.features,
+            _pair(self.kernel),
+            strides=_pair(self.stride),
+            padding=pad,
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            name="conv",
+        )(x)
         if self.norm:
-            h = nn.GroupNorm(_num_groups(self.features), epsilon=1e-5, dtype=self.dtype,
-                             param_dtype=jnp.float32, name="norm")(h)
+            h = nn.GroupNorm(
+                _num_groups(self.features), epsilon=1e-5, dtype=self.dtype, param_dtype=jnp.float32, name="norm"
+            )(h)
         if self.residual:
             h = h + x
         return nn.relu(h)
@@ -306,8 +345,7 @@ def sync_loss(face_emb: jax.Array, audio_emb: jax.Array, labels: jax.Array, eps:
     return -jnp.mean(y * jnp.log(p) + (1.0 - y) * jnp.log1p(-p))
 
 
-def sync_accuracy(face_emb: jax.Array, audio_emb: jax.Array, labels: jax.Array,
-                  threshold: float = 0.5) -> jax.Array:
+def sync_accuracy(face_emb: jax.Array, audio_emb: jax.Array, labels: jax.Array, threshold: float = 0.5) -> jax.Array:
     """Fraction of pairs whose (cosine > threshold) equals the label; scalar float32."""
     pred = cosine_similarity(face_emb, audio_emb) > threshold
     return jnp.mean((pred == (labels.reshape(pred.shape) > 0.5)).astype(jnp.float32))
@@ -316,8 +354,7 @@ def sync_accuracy(face_emb: jax.Array, audio_emb: jax.Array, labels: jax.Array,
 EmbedFn = Callable[[Variables, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 
 
-def expert_sync_loss(apply_fn: EmbedFn, params: Variables, frames_lower: jax.Array,
-                     sync_mel: jax.Array) -> jax.Array:
+def expert_sync_loss(apply_fn: EmbedFn, params: Variables, frames_lower: jax.Array, sync_mel: jax.Array) -> jax.Array:
     """Diff2Lip's L_sync: BCE of the frozen expert's cosine against 1 (scalar float32).
 
     Args:
@@ -341,8 +378,7 @@ class SyncExpert(Protocol):
     -> (face_emb [B, D], audio_emb [B, D])`, unit-norm float32.
     """
 
-    def embed(self, variables: Variables, faces_lower: jax.Array, mel: jax.Array
-              ) -> tuple[jax.Array, jax.Array]: ...
+    def embed(self, variables: Variables, faces_lower: jax.Array, mel: jax.Array) -> tuple[jax.Array, jax.Array]: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -351,8 +387,7 @@ class SyncNetExpert:
 
     module: SyncNet = SyncNet()
 
-    def embed(self, variables: Variables, faces_lower: jax.Array, mel: jax.Array
-              ) -> tuple[jax.Array, jax.Array]:
+    def embed(self, variables: Variables, faces_lower: jax.Array, mel: jax.Array) -> tuple[jax.Array, jax.Array]:
         return self.module.apply(variables, stack_frames(faces_lower), mel)
 
 
@@ -376,6 +411,5 @@ class Wav2LipExpert:
 
     module: Wav2LipSyncNet = Wav2LipSyncNet()
 
-    def embed(self, variables: Variables, faces_lower: jax.Array, mel: jax.Array
-              ) -> tuple[jax.Array, jax.Array]:
+    def embed(self, variables: Variables, faces_lower: jax.Array, mel: jax.Array) -> tuple[jax.Array, jax.Array]:
         return self.module.apply(variables, to_wav2lip_faces(faces_lower), mel)

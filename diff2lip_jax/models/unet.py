@@ -6,15 +6,24 @@ flags, so `diff2lip_jax.convert` exchanges weights with it in both directions.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from diff2lip_jax.models.config import NUM_CLASSES, AudioEncoderConfig, UNetConfig
-from diff2lip_jax.models.layers import (AttentionBlock, Downsample, GroupNorm32, ResBlock,
-                                        Upsample, conv, dense, timestep_embedding)
+from diff2lip_jax.models.layers import (
+    AttentionBlock,
+    Downsample,
+    GroupNorm32,
+    ResBlock,
+    Upsample,
+    conv,
+    dense,
+    timestep_embedding,
+)
 
 
 def resolve_compute_dtype(cfg: UNetConfig) -> jnp.dtype:
@@ -56,8 +65,9 @@ class AudioEncoder(nn.Module):
     def __call__(self, mels: jax.Array, train: bool = False) -> jax.Array:
         c = self.cfg
         n = mels.shape[0]
-        emb = _time_mlp(self, timestep_embedding(jnp.zeros((n,), jnp.int32), c.model_channels),
-                        c.model_channels, "time_embed")
+        emb = _time_mlp(
+            self, timestep_embedding(jnp.zeros((n,), jnp.int32), c.model_channels), c.model_channels, "time_embed"
+        )
         h = jnp.swapaxes(mels.astype(self.dtype), 1, 2)  # [N, T=16, bands=80]
         h = conv(c.init_spatial_dim, 3, self.dtype, "input_block_0", ndim=1)(h)
         h = nn.silu(GroupNorm32(self.dtype, name="input_block_1")(h))
@@ -98,8 +108,9 @@ class TFGUNet(nn.Module):
     cfg: UNetConfig
 
     @nn.compact
-    def __call__(self, x, timesteps, cond_img=None, mask=None, ref_img=None, indiv_mels=None,
-                 y=None, train: bool = False):
+    def __call__(
+        self, x, timesteps, cond_img=None, mask=None, ref_img=None, indiv_mels=None, y=None, train: bool = False
+    ):
         cfg = self.cfg
         dtype = resolve_compute_dtype(cfg)
         out_dtype = jnp.float32
@@ -109,17 +120,18 @@ class TFGUNet(nn.Module):
         parts = [x, cond_img] + ([ref_img] if cfg.use_ref else [])
         h = jnp.concatenate([p.astype(jnp.float32) for p in parts], axis=-1)
         if h.shape[-1] != cfg.in_channels:
-            raise ValueError(f"TFGUNet: inputs have {h.shape[-1]} channels, the model expects "
-                             f"{cfg.in_channels} (x, cond_img{', ref_img x nrefer' if cfg.use_ref else ''})")
+            raise ValueError(
+                f"TFGUNet: inputs have {h.shape[-1]} channels, the model expects "
+                f"{cfg.in_channels} (x, cond_img{', ref_img x nrefer' if cfg.use_ref else ''})"
+            )
 
-        emb = _time_mlp(self, timestep_embedding(timesteps, cfg.num_channels), cfg.time_embed_dim,
-                        "time_embed")
+        emb = _time_mlp(self, timestep_embedding(timesteps, cfg.num_channels), cfg.time_embed_dim, "time_embed")
         if cfg.class_cond:
             label_emb = nn.Embed(NUM_CLASSES, cfg.time_embed_dim, name="label_emb")
             if y is not None:
                 emb = emb + label_emb(y)
             elif self.is_initializing():
-                label_emb.embedding  # the official model owns this table even when unused
+                _ = label_emb.embedding  # the official model owns this table even when unused
 
         audio_mid = None
         if cfg.use_audio:
@@ -139,8 +151,7 @@ class TFGUNet(nn.Module):
             for _ in range(cfg.num_res_blocks):
                 h = ResBlock(int(mult * cfg.num_channels), **res, name=f"input_blocks_{block}_0")(h, emb, train)
                 if ds in cfg.attention_ds:
-                    h = AttentionBlock(cfg.num_heads, cfg.num_head_channels, dtype,
-                                       name=f"input_blocks_{block}_1")(h)
+                    h = AttentionBlock(cfg.num_heads, cfg.num_head_channels, dtype, name=f"input_blocks_{block}_1")(h)
                 hs.append(h)
                 block += 1
             if level != len(cfg.channel_mult) - 1:
@@ -168,8 +179,9 @@ class TFGUNet(nn.Module):
                 h = ResBlock(ch, **res, name=f"output_blocks_{block}_0")(h, emb, train)
                 sub = 1
                 if ds in cfg.attention_ds:
-                    h = AttentionBlock(cfg.heads_upsample, cfg.num_head_channels, dtype,
-                                       name=f"output_blocks_{block}_{sub}")(h)
+                    h = AttentionBlock(
+                        cfg.heads_upsample, cfg.num_head_channels, dtype, name=f"output_blocks_{block}_{sub}"
+                    )(h)
                     sub += 1
                 if level and i == cfg.num_res_blocks:
                     name = f"output_blocks_{block}_{sub}"
@@ -185,8 +197,9 @@ class TFGUNet(nn.Module):
 
     def _audio_encoder(self, dtype) -> AudioEncoder:
         cfg = self.cfg
-        return AudioEncoder(cfg.audio, cfg.dropout, cfg.use_scale_shift_norm, cfg.resblock_updown,
-                            dtype, name="audio_encoder")
+        return AudioEncoder(
+            cfg.audio, cfg.dropout, cfg.use_scale_shift_norm, cfg.resblock_updown, dtype, name="audio_encoder"
+        )
 
     def _audio_style(self, mels: jax.Array, dtype, train: bool) -> jax.Array:
         """Audio -> [B, time_embed_dim] float32, added to the timestep embedding."""
@@ -230,7 +243,14 @@ def init_params(model: TFGUNet, rng: jax.Array, batch: int = 1) -> dict:
 
     @jax.jit
     def _init(key):
-        return model.init(key, img, jnp.zeros((batch,), jnp.int32), cond_img=img,
-                          mask=jnp.ones((batch, s, s, 1)), ref_img=ref, indiv_mels=mels)["params"]
+        return model.init(
+            key,
+            img,
+            jnp.zeros((batch,), jnp.int32),
+            cond_img=img,
+            mask=jnp.ones((batch, s, s, 1)),
+            ref_img=ref,
+            indiv_mels=mels,
+        )["params"]
 
     return _init(rng)

@@ -27,10 +27,13 @@ def build_sync_expert(cfg: ml_collections.ConfigDict, image_size: int):
         raise ValueError(f"syncnet.kind={kind!r}: use 'ours' or 'wav2lip'")
     if path:
         from diff2lip_jax.train.syncnet_checkpoint import load_syncnet
+
         module, variables = load_syncnet(path)
         return SyncNetExpert(module), variables
-    logging.warning("syncnet.checkpoint is empty: the sync loss uses a RANDOM SyncNet (tests only); "
-                    "train one with diff2lip-train-syncnet and set --config.syncnet.checkpoint")
+    logging.warning(
+        "syncnet.checkpoint is empty: the sync loss uses a RANDOM SyncNet (tests only); "
+        "train one with diff2lip-train-syncnet and set --config.syncnet.checkpoint"
+    )
     module = SyncNet(base_channels=cfg.syncnet.base_channels, embed_dim=cfg.syncnet.embed_dim)
     half = image_size // 2
     faces = jnp.zeros((1, 5, half, image_size, 3), jnp.float32)

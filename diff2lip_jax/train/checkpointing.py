@@ -28,18 +28,28 @@ def open_train_manager(workdir: str, keep: int, async_save: bool = True) -> ocp.
     return checkpoint.open_manager(workdir, max_to_keep=keep, async_save=async_save, item_names=TRAIN_ITEMS)
 
 
-def save(mngr: ocp.CheckpointManager, state: Any, data_iter: Any, cfg: ml_collections.ConfigDict,
-         force: bool = False) -> None:
+def save(
+    mngr: ocp.CheckpointManager, state: Any, data_iter: Any, cfg: ml_collections.ConfigDict, force: bool = False
+) -> None:
     """Queues an (async) save of the current step; orbax commits it atomically."""
     step = int(jax.device_get(state.step))
-    meta = {"model": UNetConfig.from_flags(cfg.model).to_flags(), "source": "diff2lip-train",
-            "params": "ema", "step": step}
-    mngr.save(step, force=force, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        params=ocp.args.StandardSave(state.ema_params),
-        meta=ocp.args.JsonSave(meta),
-        data_iter=grain.checkpoint.CheckpointSave(data_iter),
-        config=ocp.args.JsonSave(json.loads(cfg.to_json_best_effort()))))
+    meta = {
+        "model": UNetConfig.from_flags(cfg.model).to_flags(),
+        "source": "diff2lip-train",
+        "params": "ema",
+        "step": step,
+    }
+    mngr.save(
+        step,
+        force=force,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            params=ocp.args.StandardSave(state.ema_params),
+            meta=ocp.args.JsonSave(meta),
+            data_iter=grain.checkpoint.CheckpointSave(data_iter),
+            config=ocp.args.JsonSave(json.loads(cfg.to_json_best_effort())),
+        ),
+    )
 
 
 def restore(mngr: ocp.CheckpointManager, abstract_state: Any, data_iter: Any, step: int) -> tuple[Any, bool]:
@@ -54,7 +64,9 @@ def restore(mngr: ocp.CheckpointManager, abstract_state: Any, data_iter: Any, st
     try:
         mngr.restore(step, args=ocp.args.Composite(data_iter=grain.checkpoint.CheckpointRestore(data_iter)))
     except (ValueError, FileNotFoundError) as e:
-        logging.warning("data iterator not restored (%s): the checkpoint was written by another process "
-                        "count", str(e).splitlines()[0])
+        logging.warning(
+            "data iterator not restored (%s): the checkpoint was written by another process count",
+            str(e).splitlines()[0],
+        )
         return restored["state"], False
     return restored["state"], True

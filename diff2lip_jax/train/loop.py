@@ -48,8 +48,15 @@ class _StopFlag:
 
 
 def _loader(cfg: ml_collections.ConfigDict, split: str, seed: int):
-    return make_train_loader(cfg.data.dir, split, cfg.train.batch_size, seed, cfg.data.worker_count,
-                             image_size=cfg.model.image_size, nrefer=cfg.model.nrefer)
+    return make_train_loader(
+        cfg.data.dir,
+        split,
+        cfg.train.batch_size,
+        seed,
+        cfg.data.worker_count,
+        image_size=cfg.model.image_size,
+        nrefer=cfg.model.nrefer,
+    )
 
 
 def _global_batch(local: dict, mesh) -> dict:
@@ -72,8 +79,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     frozen = jax.device_put(frozen, parallel.replicated(mesh))
     abstract = jax.eval_shape(functools.partial(init_state, cfg, modules))
     state_shardings = parallel.fsdp_shardings(abstract, mesh)
-    abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                            abstract, state_shardings)
+    abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_shardings)
 
     data_iter = _loader(cfg, cfg.data.train_split, cfg.train.seed)
     mngr = checkpointing.open_train_manager(workdir, cfg.train.keep_checkpoints)
@@ -81,16 +87,19 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     if start is not None:
         state, position_restored = checkpointing.restore(mngr, abstract, data_iter, start)
         if not position_restored:  # another process count: a fresh stream, not a replay of step 0's
-            data_iter = _loader(cfg, cfg.data.train_split, (cfg.train.seed + start) % 2 ** 32)
+            data_iter = _loader(cfg, cfg.data.train_split, (cfg.train.seed + start) % 2**32)
         logging.info("resumed from step %d", start)
     else:
         state = jax.jit(functools.partial(init_state, cfg, modules), out_shardings=state_shardings)()
         start = 0
 
     batch_sharding = parallel.batch_sharding(mesh)
-    step_fn = jax.jit(make_train_step(modules, cfg), donate_argnums=0,
-                      in_shardings=(state_shardings, parallel.replicated(mesh), batch_sharding),
-                      out_shardings=(state_shardings, parallel.replicated(mesh)))
+    step_fn = jax.jit(
+        make_train_step(modules, cfg),
+        donate_argnums=0,
+        in_shardings=(state_shardings, parallel.replicated(mesh), batch_sharding),
+        out_shardings=(state_shardings, parallel.replicated(mesh)),
+    )
     writer = reporting.MetricWriter(workdir)
     stop = _StopFlag()
     eval_batch = _fixed_eval_batch(cfg, mesh)
@@ -105,9 +114,13 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
         while step < cfg.train.num_steps:
             local = next(data_iter)
             if step == start:
-                logging.info("process %d feeds %d of the global batch of %d; first clips %s",
-                             jax.process_index(), len(local["frames"]), cfg.train.batch_size,
-                             sorted(set(np.asarray(local["clip_index"]).tolist())))
+                logging.info(
+                    "process %d feeds %d of the global batch of %d; first clips %s",
+                    jax.process_index(),
+                    len(local["frames"]),
+                    cfg.train.batch_size,
+                    sorted(set(np.asarray(local["clip_index"]).tolist())),
+                )
             batch = _global_batch(local, mesh)
             state, metrics = step_fn(state, frozen, batch)
             all_finite = all_finite * metrics["finite"]
@@ -118,7 +131,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
                 if float(all_finite) < 1.0:
                     raise NonFiniteLossError(
                         f"non-finite loss at or before step {step}; the update was skipped and the run stopped. "
-                        f"The last good checkpoint ({mngr.latest_step()}) is intact: lower train.lr or check the data")
+                        f"The last good checkpoint ({mngr.latest_step()}) is intact: lower train.lr or check the data"
+                    )
                 last = {k: float(v) for k, v in jax.device_get(metrics).items() if k != "finite"}
                 now = time.perf_counter()
                 rate = (step - tick_step) / max(now - tick, 1e-9)
@@ -142,8 +156,12 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
         bar.close()
         if hasattr(data_iter, "close"):
             data_iter.close()
-    logging.info("params fingerprint (process %d of %d): %s", jax.process_index(), jax.process_count(),
-                 params_fingerprint(state.params))
+    logging.info(
+        "params fingerprint (process %d of %d): %s",
+        jax.process_index(),
+        jax.process_count(),
+        params_fingerprint(state.params),
+    )
     return last
 
 
@@ -162,8 +180,11 @@ def _fixed_eval_batch(cfg, mesh) -> dict | None:
     try:
         it = _loader(cfg, cfg.data.eval_split, seed=12345)
     except (FileNotFoundError, ValueError, KeyError) as e:
-        logging.warning("no eval split %r (%s): sample grids use training data, eval loss is skipped",
-                        cfg.data.eval_split, str(e).splitlines()[0])
+        logging.warning(
+            "no eval split %r (%s): sample grids use training data, eval loss is skipped",
+            cfg.data.eval_split,
+            str(e).splitlines()[0],
+        )
         return None
     batch = next(it)
     if hasattr(it, "close"):

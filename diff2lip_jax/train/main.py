@@ -14,8 +14,9 @@ def _main(argv):
     if len(argv) > 1:
         raise ValueError(f"unexpected arguments {argv[1:]}; use --config=... --workdir=...")
     if not FLAGS.workdir:
-        raise ValueError("--workdir is required (checkpoints, metrics and samples go there; "
-                         "an existing workdir is resumed)")
+        raise ValueError(
+            "--workdir is required (checkpoints, metrics and samples go there; an existing workdir is resumed)"
+        )
     from diff2lip_jax.train.loop import NonFiniteLossError, train
 
     logging.set_verbosity(logging.INFO)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -42,8 +42,9 @@ def make_sample_fn(model, cfg: ml_collections.ConfigDict) -> Callable:
         x_t = full.q_sample(x, t, jax.random.normal(k_noise, x.shape))
         eps, _ = full.split_model_output(apply(x_t, full.model_timesteps(t), params, **kwargs), x_t)
         x0 = jnp.clip(full.predict_xstart_from_eps(x_t, t, eps), -1, 1)
-        sample = short.ddim_sample_loop(apply, jax.random.normal(k_sample, x.shape),
-                                        model_kwargs=dict(kwargs, params=params))
+        sample = short.ddim_sample_loop(
+            apply, jax.random.normal(k_sample, x.shape), model_kwargs=dict(kwargs, params=params)
+        )
         known = lambda img: mask * img + (1 - mask) * x
         return kwargs["cond_img"], kwargs["ref_img"][..., :3], known(x0), known(sample), x
 

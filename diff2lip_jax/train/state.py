@@ -36,8 +36,9 @@ def lr_schedule(lr: float, warmup_steps: int = 0, decay_steps: int = 0) -> optax
     return optax.linear_schedule(0.0, lr, warmup_steps) if warmup_steps > 0 else optax.constant_schedule(lr)
 
 
-def make_optimizer(lr: float, weight_decay: float, grad_clip: float, warmup_steps: int = 0,
-                   b1: float = 0.9, b2: float = 0.999) -> optax.GradientTransformation:
+def make_optimizer(
+    lr: float, weight_decay: float, grad_clip: float, warmup_steps: int = 0, b1: float = 0.9, b2: float = 0.999
+) -> optax.GradientTransformation:
     """AdamW with global-norm clipping and an optional linear warm-up (constant after)."""
     parts = [optax.clip_by_global_norm(grad_clip)] if grad_clip > 0 else []
     parts.append(optax.adamw(lr_schedule(lr, warmup_steps), b1=b1, b2=b2, weight_decay=weight_decay))
@@ -56,9 +57,18 @@ def make_optimizers(cfg: ml_collections.ConfigDict) -> tuple[optax.GradientTrans
     return tx, d_tx
 
 
-def create_train_state(params: Any, d_params: Any, rng: jax.Array, tx: optax.GradientTransformation,
-                       d_tx: optax.GradientTransformation) -> TrainState:
+def create_train_state(
+    params: Any, d_params: Any, rng: jax.Array, tx: optax.GradientTransformation, d_tx: optax.GradientTransformation
+) -> TrainState:
     """A fresh state (step 0) from initialised generator and discriminator params."""
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, ema_params=jax.tree.map(jnp.copy, params),
-                      opt_state=tx.init(params), d_params=d_params, d_opt_state=d_tx.init(d_params),
-                      rng=rng, tx=tx, d_tx=d_tx)
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        ema_params=jax.tree.map(jnp.copy, params),
+        opt_state=tx.init(params),
+        d_params=d_params,
+        d_opt_state=d_tx.init(d_params),
+        rng=rng,
+        tx=tx,
+        d_tx=d_tx,
+    )

@@ -16,7 +16,8 @@ variant) compiles exactly its own loss set.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -64,12 +65,25 @@ def model_inputs(batch: dict, mask: jax.Array, cond_noise: jax.Array) -> tuple[j
     b, f, h, w, c = batch["frames"].shape
     x = batch["frames"].reshape(b * f, h, w, c)
     ref = jnp.repeat(batch["ref"], f, axis=0) if batch["ref"].ndim == 4 else batch["ref"].reshape(b * f, h, w, -1)
-    return x, dict(cond_img=x * (1.0 - mask) + mask * cond_noise, mask=mask, ref_img=ref,
-                   indiv_mels=batch["indiv_mels"].reshape(b * f, *batch["indiv_mels"].shape[2:]))
+    return x, dict(
+        cond_img=x * (1.0 - mask) + mask * cond_noise,
+        mask=mask,
+        ref_img=ref,
+        indiv_mels=batch["indiv_mels"].reshape(b * f, *batch["indiv_mels"].shape[2:]),
+    )
 
 
-def generator_losses(params, frozen: dict, batch: dict, d_params, key: jax.Array, *,
-                     modules: StepModules, lambdas: ml_collections.ConfigDict, hide: float = 0.5):
+def generator_losses(
+    params,
+    frozen: dict,
+    batch: dict,
+    d_params,
+    key: jax.Array,
+    *,
+    modules: StepModules,
+    lambdas: ml_collections.ConfigDict,
+    hide: float = 0.5,
+):
     """Weighted generator loss (scalar) and aux (per-term scalars, x0 composite [B,5,H,W,3])."""
     b, f, h, w, c = batch["frames"].shape
     k_t, k_noise, k_cond, k_drop = jax.random.split(key, 4)
@@ -80,8 +94,9 @@ def generator_losses(params, frozen: dict, batch: dict, d_params, key: jax.Array
     def model_fn(x_t, timesteps, **kw):
         return modules.model.apply({"params": params}, x_t, timesteps, train=True, rngs={"dropout": k_drop}, **kw)
 
-    terms = modules.diffusion.training_losses(model_fn, x_start, t, jax.random.normal(k_noise, x_start.shape),
-                                              kwargs, mask=mask)
+    terms = modules.diffusion.training_losses(
+        model_fn, x_start, t, jax.random.normal(k_noise, x_start.shape), kwargs, mask=mask
+    )
     # Every image-space loss sees the known upper half composited with the predicted
     # lower half, clipped to the image range: at large t, x0 = (x_t - sqrt(1-ab) eps)
     # / sqrt(ab) amplifies eps errors ~1/sqrt(ab) (160x at t=999), and unclipped the
@@ -97,8 +112,9 @@ def generator_losses(params, frozen: dict, batch: dict, d_params, key: jax.Array
         parts["l2"] = jnp.mean(masked_mean_flat(jnp.square(x0 - x_start), mask))
         total += lambdas.l2 * parts["l2"]
     if lambdas.sync > 0:
-        parts["sync"] = expert_sync_loss(modules.sync_expert.embed, frozen["sync"],
-                                         x0_seq[:, :, h - int(h * hide):], batch["sync_mel"])
+        parts["sync"] = expert_sync_loss(
+            modules.sync_expert.embed, frozen["sync"], x0_seq[:, :, h - int(h * hide) :], batch["sync_mel"]
+        )
         total += lambdas.sync * parts["sync"]
     if lambdas.lpips > 0:
         parts["lpips"] = jnp.mean(modules.lpips_fn(frozen["lpips"], x0_seq.reshape(b * f, h, w, c), x_start))
@@ -126,8 +142,9 @@ def make_train_step(modules: StepModules, cfg: ml_collections.ConfigDict) -> Cal
         key = jax.random.fold_in(state.rng, state.step)
         g_key, _ = jax.random.split(key)
         grad_fn = jax.value_and_grad(generator_losses, has_aux=True)
-        (loss, (parts, x0_seq, _)), grads = grad_fn(state.params, frozen, batch, state.d_params, g_key,
-                                                    modules=modules, lambdas=lambdas)
+        (loss, (parts, x0_seq, _)), grads = grad_fn(
+            state.params, frozen, batch, state.d_params, g_key, modules=modules, lambdas=lambdas
+        )
         updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         ema = jax.tree.map(lambda e, p: ema_rate * e + (1.0 - ema_rate) * p, state.ema_params, params)
@@ -135,6 +152,7 @@ def make_train_step(modules: StepModules, cfg: ml_collections.ConfigDict) -> Cal
 
         d_params, d_opt_state, finite = state.d_params, state.d_opt_state, jnp.isfinite(loss)
         if gan_on:
+
             def d_objective(dp):
                 real = modules.discriminator.apply({"params": dp}, batch["frames"])
                 fake = modules.discriminator.apply({"params": dp}, x0_seq)  # x0_seq carries no gradient
@@ -148,9 +166,13 @@ def make_train_step(modules: StepModules, cfg: ml_collections.ConfigDict) -> Cal
 
         keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
         new_state = state.replace(
-            step=state.step + 1, params=keep(params, state.params), ema_params=keep(ema, state.ema_params),
-            opt_state=keep(opt_state, state.opt_state), d_params=keep(d_params, state.d_params),
-            d_opt_state=keep(d_opt_state, state.d_opt_state))
+            step=state.step + 1,
+            params=keep(params, state.params),
+            ema_params=keep(ema, state.ema_params),
+            opt_state=keep(opt_state, state.opt_state),
+            d_params=keep(d_params, state.d_params),
+            d_opt_state=keep(d_opt_state, state.d_opt_state),
+        )
         metrics["finite"] = finite.astype(jnp.float32)
         return new_state, metrics
 

@@ -23,7 +23,7 @@ import functools
 import os
 import signal
 import time
-from typing import Any, Optional
+from typing import Any
 
 import cv2
 import flax.struct
@@ -83,8 +83,14 @@ class Augment:
             # [0, (s - 1)(1 - 1 / zoom)] every sample lies within pixel centres 0..s-1.
             offset = (s - 1) * (1.0 - 1.0 / zoom) / 2 * (1.0 + shift)
             m = np.array([[1.0 / zoom, 0.0, offset[0]], [0.0, 1.0 / zoom, offset[1]]])
-            frames = np.stack([cv2.warpAffine(f, m, (s, s), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                              borderMode=cv2.BORDER_REPLICATE) for f in frames])  # fmt: skip
+            frames = np.stack(
+                [
+                    cv2.warpAffine(
+                        f, m, (s, s), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE
+                    )
+                    for f in frames
+                ]
+            )
         if self.flip and mirror:
             frames = frames[:, :, ::-1]
         if self.color > 0:
@@ -133,9 +139,11 @@ class SyncPairs(grain.transforms.MapWithIndex):
             far = (starts - self.min_offset >= mel_starts[0]) | (starts + self.min_offset <= mel_starts[-1])
             starts = starts[far]
         if starts.size == 0 or mel_starts.size == 0:
-            raise ValueError(f"clip {records.text(rec['clip_id'])} is too short for a 5-frame window "
-                             f"with a negative >= {self.min_offset} frames away; lower negatives.min_offset "
-                             "or re-run diff2lip-preprocess with longer clips")  # fmt: skip
+            raise ValueError(
+                f"clip {records.text(rec['clip_id'])} is too short for a 5-frame window "
+                f"with a negative >= {self.min_offset} frames away; lower negatives.min_offset "
+                "or re-run diff2lip-preprocess with longer clips"
+            )
         start = int(rng.choice(starts))
         if positive:
             mel_start = start
@@ -143,9 +151,9 @@ class SyncPairs(grain.transforms.MapWithIndex):
             mel_start = int(rng.choice(mel_starts[np.abs(mel_starts - start) >= self.min_offset]))
         else:
             mel_start = int(rng.choice(mel_starts))
-        frames = self.augment(records.decode_jpegs(rec["frames"][start:start + records.WINDOW], self.image_size), rng)
+        frames = self.augment(records.decode_jpegs(rec["frames"][start : start + records.WINDOW], self.image_size), rng)
         return {
-            "faces": frames[:, self.image_size // 2:],  # lower halves, rows [S/2, S)
+            "faces": frames[:, self.image_size // 2 :],  # lower halves, rows [S/2, S)
             "mel": audio.sync_mel_window(mel_rec["mel"], mel_start),
             "label": np.float32(positive),
             "clip_index": np.int32(clip_index),
@@ -163,10 +171,21 @@ class FacesToUnitRange(grain.transforms.Map):
         return {**batch, "faces": records.to_unit_range(batch["faces"])}
 
 
-def sync_dataset(data_dir: records.PathLike, split: str, global_batch_size: int, seed: int, *,
-                 image_size: int, min_offset: int = 5, same_clip: bool = True, balanced: bool = False,
-                 augment: Augment = Augment(), shard_options: Optional[grain.sharding.ShardOptions] = None,
-                 worker_count: int = 0, read_threads: int = 2) -> grain.IterDataset:
+def sync_dataset(
+    data_dir: records.PathLike,
+    split: str,
+    global_batch_size: int,
+    seed: int,
+    *,
+    image_size: int,
+    min_offset: int = 5,
+    same_clip: bool = True,
+    balanced: bool = False,
+    augment: Augment = Augment(),
+    shard_options: grain.sharding.ShardOptions | None = None,
+    worker_count: int = 0,
+    read_threads: int = 2,
+) -> grain.IterDataset:
     """Endless batches of SyncNet pairs for this process (per-process batch ``B = global // shards``).
 
     * ``faces`` float32 ``[B, 5, S/2, S, 3]`` in [-1, 1]: lower halves of frames
@@ -181,15 +200,27 @@ def sync_dataset(data_dir: records.PathLike, split: str, global_batch_size: int,
     """
     options = pipeline._shard(shard_options)
     if global_batch_size < 1 or global_batch_size % options.shard_count:
-        raise ValueError(f"batch size {global_batch_size} must be a positive multiple of the process count "
-                         f"{options.shard_count}")  # fmt: skip
+        raise ValueError(
+            f"batch size {global_batch_size} must be a positive multiple of the process count {options.shard_count}"
+        )
     if not 0 <= seed < 2**32 or min_offset < 1 or image_size < 32 or image_size % 2:
-        raise ValueError(f"need 0 <= seed < 2**32, negatives.min_offset >= 1 and an even image_size >= 32; got "
-                         f"{seed}, {min_offset}, {image_size}")  # fmt: skip
+        raise ValueError(
+            f"need 0 <= seed < 2**32, negatives.min_offset >= 1 and an even image_size >= 32; got "
+            f"{seed}, {min_offset}, {image_size}"
+        )
     source = records.open_split(data_dir, split)
     clips = pipeline._shard_clips(len(source), options)
-    pairs = SyncPairs(source, seed, options.shard_index, image_size, min_offset, same_clip, balanced,
-                      tuple(int(clips[i]) for i in range(len(clips))), augment)  # fmt: skip
+    pairs = SyncPairs(
+        source,
+        seed,
+        options.shard_index,
+        image_size,
+        min_offset,
+        same_clip,
+        balanced,
+        tuple(int(clips[i]) for i in range(len(clips))),
+        augment,
+    )
     ds = pipeline.EndlessShuffle(clips, seed).map_with_index(pairs)
     batch = global_batch_size // options.shard_count
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=2 * batch))
@@ -202,10 +233,21 @@ def sync_dataset(data_dir: records.PathLike, split: str, global_batch_size: int,
 def _loader(cfg: ml_collections.ConfigDict, split: str, seed: int, balanced: bool = False) -> Any:
     """Training pairs (augmented per cfg.augment), or balanced clean pairs for evaluation."""
     augment = Augment() if balanced else Augment(**cfg.augment)
-    return iter(sync_dataset(cfg.data.dir, split, cfg.train.batch_size, seed, image_size=cfg.model.image_size,
-                             min_offset=cfg.negatives.min_offset, same_clip=cfg.negatives.same_clip,
-                             balanced=balanced, augment=augment, worker_count=cfg.data.worker_count,
-                             read_threads=cfg.data.read_threads))  # fmt: skip
+    return iter(
+        sync_dataset(
+            cfg.data.dir,
+            split,
+            cfg.train.batch_size,
+            seed,
+            image_size=cfg.model.image_size,
+            min_offset=cfg.negatives.min_offset,
+            same_clip=cfg.negatives.same_clip,
+            balanced=balanced,
+            augment=augment,
+            worker_count=cfg.data.worker_count,
+            read_threads=cfg.data.read_threads,
+        )
+    )
 
 
 # ------------------------------------------------------------------------------ state and step
@@ -248,9 +290,12 @@ def init_state(cfg: ml_collections.ConfigDict, module: SyncNet, tx: optax.Gradie
 def _pair_metrics(face_emb: jax.Array, audio_emb: jax.Array, labels: jax.Array) -> dict[str, jax.Array]:
     cos = cosine_similarity(face_emb, audio_emb)
     pos = jnp.sum(labels)
-    return {"loss": sync_loss(face_emb, audio_emb, labels), "accuracy": sync_accuracy(face_emb, audio_emb, labels),
-            "cos_pos": jnp.sum(cos * labels) / jnp.maximum(pos, 1.0),
-            "cos_neg": jnp.sum(cos * (1 - labels)) / jnp.maximum(labels.size - pos, 1.0)}  # fmt: skip
+    return {
+        "loss": sync_loss(face_emb, audio_emb, labels),
+        "accuracy": sync_accuracy(face_emb, audio_emb, labels),
+        "cos_pos": jnp.sum(cos * labels) / jnp.maximum(pos, 1.0),
+        "cos_neg": jnp.sum(cos * (1 - labels)) / jnp.maximum(labels.size - pos, 1.0),
+    }
 
 
 def make_train_step(module: SyncNet):
@@ -271,8 +316,9 @@ def make_train_step(module: SyncNet):
         finite = jnp.isfinite(metrics["loss"])
         keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
         metrics.update(grad_norm=optax.tree.norm(grads), finite=finite.astype(jnp.float32))
-        return state.replace(step=state.step + 1, params=keep(params, state.params),
-                             opt_state=keep(opt_state, state.opt_state)), metrics
+        return state.replace(
+            step=state.step + 1, params=keep(params, state.params), opt_state=keep(opt_state, state.opt_state)
+        ), metrics
 
     return step
 
@@ -281,8 +327,9 @@ def make_eval_step(module: SyncNet):
     """(params, batch) -> loss, accuracy, cos_pos, cos_neg (float32 scalars)."""
 
     def step(params: Any, batch: dict) -> dict:
-        return _pair_metrics(*module.apply({"params": params}, stack_frames(batch["faces"]), batch["mel"]),
-                             batch["label"])
+        return _pair_metrics(
+            *module.apply({"params": params}, stack_frames(batch["faces"]), batch["mel"]), batch["label"]
+        )
 
     return step
 
@@ -297,8 +344,8 @@ class NonFiniteLossError(RuntimeError):
 class _StopOnSignal:
     """SIGTERM/SIGINT set `signal` so the loop checkpoints and exits; the old handlers come back on exit."""
 
-    def __enter__(self) -> "_StopOnSignal":
-        self.signal: Optional[int] = None
+    def __enter__(self) -> _StopOnSignal:
+        self.signal: int | None = None
         self._old = {s: signal.signal(s, self._set) for s in (signal.SIGTERM, signal.SIGINT)}
         return self
 
@@ -335,11 +382,15 @@ def _check_config(cfg: ml_collections.ConfigDict, mesh) -> None:
     records.find_dataset_dir(cfg.data.dir)  # a missing dataset fails here, in one line
     t = cfg.train
     if min(t.num_steps, t.log_every, t.checkpoint_every, t.eval_every, t.eval_batches, t.keep_checkpoints) < 1:
-        raise ValueError("config: train.num_steps, log_every, checkpoint_every, eval_every, eval_batches and "
-                         "keep_checkpoints must be >= 1")  # fmt: skip
+        raise ValueError(
+            "config: train.num_steps, log_every, checkpoint_every, eval_every, eval_batches and "
+            "keep_checkpoints must be >= 1"
+        )
     if t.batch_size % mesh.size:
-        raise ValueError(f"config: train.batch_size {t.batch_size} must be a multiple of the {mesh.size} devices "
-                         f"of the mesh {dict(mesh.shape)}")  # fmt: skip
+        raise ValueError(
+            f"config: train.batch_size {t.batch_size} must be a multiple of the {mesh.size} devices "
+            f"of the mesh {dict(mesh.shape)}"
+        )
 
 
 def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
@@ -375,8 +426,12 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
         start = 0
 
     batch_sharding, rep = parallel.batch_sharding(mesh), parallel.replicated(mesh)
-    step_fn = jax.jit(make_train_step(module), donate_argnums=0, in_shardings=(shardings, batch_sharding),
-                      out_shardings=(shardings, rep))  # fmt: skip
+    step_fn = jax.jit(
+        make_train_step(module),
+        donate_argnums=0,
+        in_shardings=(shardings, batch_sharding),
+        out_shardings=(shardings, rep),
+    )
     eval_fn = jax.jit(make_eval_step(module), in_shardings=(shardings.params, batch_sharding), out_shardings=rep)
     try:  # no held-out split: train anyway, without accuracy (as diff2lip-train)
         records.open_split(cfg.data.dir, cfg.data.eval_split)
@@ -403,9 +458,11 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
         last.update(eval_accuracy=result["accuracy"], eval_loss=result["loss"])
         evaluated = step
         if jax.process_index() == 0:
-            print(f"step {step}: sync accuracy: {100 * result['accuracy']:.2f}% (held-out "
-                  f"{cfg.data.eval_split!r}, {cfg.train.eval_batches * cfg.train.batch_size} balanced pairs)",
-                  flush=True)  # fmt: skip
+            print(
+                f"step {step}: sync accuracy: {100 * result['accuracy']:.2f}% (held-out "
+                f"{cfg.data.eval_split!r}, {cfg.train.eval_batches * cfg.train.batch_size} balanced pairs)",
+                flush=True,
+            )
 
     try:
         with _StopOnSignal() as stop:
@@ -416,9 +473,11 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
                 boundary = step % cfg.train.checkpoint_every == 0 or step == cfg.train.num_steps or stop.signal
                 if step % cfg.train.log_every == 0 or boundary:
                     if float(all_finite) < 1.0:
-                        raise NonFiniteLossError(f"non-finite loss at or before step {step}; the run stopped and "
-                                                 f"the last checkpoint ({mngr.latest_step()}) is intact: lower "
-                                                 "train.lr or check the data")  # fmt: skip
+                        raise NonFiniteLossError(
+                            f"non-finite loss at or before step {step}; the run stopped and "
+                            f"the last checkpoint ({mngr.latest_step()}) is intact: lower "
+                            "train.lr or check the data"
+                        )
                     now = time.perf_counter()
                     last.update({k: float(v) for k, v in jax.device_get(metrics).items() if k != "finite"})
                     last["steps_per_s"] = (step - tick_step) / max(now - tick, 1e-9)

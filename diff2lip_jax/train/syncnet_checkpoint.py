@@ -15,7 +15,8 @@ so `load_syncnet(workdir)` rebuilds the module from `meta` without the config.
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import grain
 import jax
@@ -47,25 +48,35 @@ def module_fields(model: Mapping[str, Any]) -> dict[str, Any]:
 
 def make_meta(cfg: ml_collections.ConfigDict, step: int) -> dict[str, Any]:
     fields = module_fields(cfg.model)
-    return {"kind": KIND, "source": "diff2lip-train-syncnet", "step": step,
-            "syncnet": {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()},
-            "image_size": int(cfg.model.image_size)}  # fmt: skip
+    return {
+        "kind": KIND,
+        "source": "diff2lip-train-syncnet",
+        "step": step,
+        "syncnet": {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()},
+        "image_size": int(cfg.model.image_size),
+    }
 
 
 def open_train_manager(workdir: str, keep: int, async_save: bool = True) -> ocp.CheckpointManager:
     return checkpoint.open_manager(workdir, max_to_keep=keep, async_save=async_save, item_names=ITEMS)
 
 
-def save(mngr: ocp.CheckpointManager, state: Any, data_iter: Any, cfg: ml_collections.ConfigDict,
-         force: bool = False) -> None:
+def save(
+    mngr: ocp.CheckpointManager, state: Any, data_iter: Any, cfg: ml_collections.ConfigDict, force: bool = False
+) -> None:
     """Queues an (async) save of the current step; orbax commits it atomically."""
     step = int(jax.device_get(state.step))
-    mngr.save(step, force=force, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        params=ocp.args.StandardSave(state.params),
-        meta=ocp.args.JsonSave(make_meta(cfg, step)),
-        data_iter=grain.checkpoint.CheckpointSave(data_iter),
-        config=ocp.args.JsonSave(json.loads(cfg.to_json_best_effort()))))
+    mngr.save(
+        step,
+        force=force,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            params=ocp.args.StandardSave(state.params),
+            meta=ocp.args.JsonSave(make_meta(cfg, step)),
+            data_iter=grain.checkpoint.CheckpointSave(data_iter),
+            config=ocp.args.JsonSave(json.loads(cfg.to_json_best_effort())),
+        ),
+    )
 
 
 def read_syncnet_meta(path: str, step: int | None = None) -> tuple[dict[str, Any], int]:
@@ -76,9 +87,11 @@ def read_syncnet_meta(path: str, step: int | None = None) -> tuple[dict[str, Any
     """
     meta, step = checkpoint.read_meta(path, step)
     if meta.get("kind") != KIND or "syncnet" not in meta:
-        raise checkpoint.CheckpointError(f"{path} is not a diff2lip-train-syncnet workdir (its checkpoint "
-                                         f"meta has kind={meta.get('kind')!r}); train one with "
-                                         "diff2lip-train-syncnet or use syncnet.kind=wav2lip for a .pth")  # fmt: skip
+        raise checkpoint.CheckpointError(
+            f"{path} is not a diff2lip-train-syncnet workdir (its checkpoint "
+            f"meta has kind={meta.get('kind')!r}); train one with "
+            "diff2lip-train-syncnet or use syncnet.kind=wav2lip for a .pth"
+        )
     return meta, step
 
 
