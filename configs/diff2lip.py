@@ -82,6 +82,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = _parse_arg(arg)
     variant = args["variant"]
     cfg = ml_collections.ConfigDict()
+    cfg.task = "diff2lip"  # which trainer: diff2lip-train or diff2lip-train-syncnet
     cfg.variant = variant
     cfg.model = model_config(variant)
     cfg.diffusion = diffusion_config()

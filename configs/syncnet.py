@@ -23,6 +23,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         raise ValueError(f"unknown variant {variant!r}; choose one of {VARIANTS}")
     tiny = variant == "tiny"
     cfg = ml_collections.ConfigDict()
+    cfg.task = "syncnet"  # which trainer: diff2lip-train or diff2lip-train-syncnet
     cfg.variant = variant
     cfg.data = ml_collections.ConfigDict(
         dict(

@@ -23,6 +23,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from diff2lip_jax.models import UNetConfig, abstract_params
+from diff2lip_jax.models.syncnet import NUM_FRAMES, SyncNet
 
 CHECKPOINTS = "checkpoints"
 
@@ -101,6 +102,57 @@ def load_model(path: str, step: int | None = None) -> tuple[dict, UNetConfig, in
         restored = mngr.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract)))
     params = jax.tree.map(np.asarray, restored["params"])
     return params, cfg, step
+
+
+SYNCNET_KIND = "syncnet"
+_SYNCNET_FIELDS = ("base_channels", "embed_dim", "num_res_blocks", "face_mult", "audio_mult")
+
+
+def syncnet_fields(model: Mapping[str, Any]) -> dict[str, Any]:
+    """The `SyncNet` constructor fields from a config's `model` (or a meta's `syncnet`) mapping.
+
+    Fields missing from the mapping keep the SyncNet defaults; sequences become tuples.
+    """
+    out: dict[str, Any] = {}
+    for name in _SYNCNET_FIELDS:
+        if name in model:
+            value = model[name]
+            out[name] = tuple(int(v) for v in value) if name.endswith("_mult") else int(value)
+    return out
+
+
+def read_syncnet_meta(path: str, step: int | None = None) -> tuple[dict[str, Any], int]:
+    """(meta, step) of a SyncNet workdir's newest (or given) step.
+
+    Raises:
+      CheckpointError: not a directory, no checkpoint, or not a SyncNet's.
+    """
+    meta, step = read_meta(path, step)
+    if meta.get("kind") != SYNCNET_KIND or "syncnet" not in meta:
+        raise CheckpointError(
+            f"{path} is not a diff2lip-train-syncnet workdir (its checkpoint meta has kind={meta.get('kind')!r}); "
+            "train one with diff2lip-train-syncnet or use syncnet.kind=wav2lip for a .pth"
+        )
+    return meta, step
+
+
+def load_syncnet(path: str, step: int | None = None) -> tuple[SyncNet, dict[str, Any]]:
+    """A trained expert from a `diff2lip-train-syncnet` workdir (newest step unless `step`).
+
+    Returns (SyncNet with the trained module fields, {"params": host float32 numpy
+    tree}); use it as `SyncNetExpert(module)`, whose `embed` takes lower halves
+    `[B, 5, S/2, S, 3]` in [-1, 1] with `S = read_syncnet_meta(path)[0]["image_size"]`.
+    """
+    meta, step = read_syncnet_meta(path, step)
+    module = SyncNet(**syncnet_fields(meta["syncnet"]))
+    s = int(meta["image_size"])
+    faces = jax.ShapeDtypeStruct((1, s // 2, s, 3 * NUM_FRAMES), np.float32)
+    shapes = jax.eval_shape(module.init, jax.random.key(0), faces, jax.ShapeDtypeStruct((1, 80, 16), np.float32))
+    cpu = jax.sharding.SingleDeviceSharding(jax.local_devices(backend="cpu")[0])
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, np.float32, sharding=cpu), shapes["params"])
+    with open_manager(path) as mngr:
+        restored = mngr.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract)))
+    return module, {"params": jax.tree.map(np.asarray, restored["params"])}
 
 
 def _resolve_step(path: str, step: int | None) -> int:

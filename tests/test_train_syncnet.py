@@ -21,9 +21,11 @@ from data_pipelines import synthetic
 from data_pipelines.builders import ProcessOptions, make_builder
 from diff2lip_jax import audio, checkpoint
 from diff2lip_jax import data as d2l_data
+from diff2lip_jax.checkpoint import load_syncnet, read_syncnet_meta
+from diff2lip_jax.data import syncnet_pairs as P
 from diff2lip_jax.models.syncnet import SyncNetExpert
 from diff2lip_jax.train import syncnet as T
-from diff2lip_jax.train.syncnet_checkpoint import load_syncnet, read_syncnet_meta
+from diff2lip_jax.train.loop import train
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 ONE = grain.sharding.ShardOptions(shard_index=0, shard_count=1)
@@ -62,7 +64,7 @@ def clips(prepared) -> list[dict]:
 def _pairs(prepared, n: int, batch: int = 16, **kw) -> list[dict]:
     kw.setdefault("image_size", SIZE)
     kw.setdefault("min_offset", MIN_OFFSET)
-    it = iter(T.sync_dataset(prepared, kw.pop("split", "train"), batch, kw.pop("seed", 0), shard_options=ONE, **kw))
+    it = iter(P.sync_dataset(prepared, kw.pop("split", "train"), batch, kw.pop("seed", 0), shard_options=ONE, **kw))
     return [next(it) for _ in range(n)]
 
 
@@ -118,7 +120,7 @@ def test_balanced_eval_pairs_and_cross_clip_negatives(prepared):
 
 def test_stream_is_seeded_and_restores_exactly(prepared):
     def make():
-        return iter(T.sync_dataset(prepared, "train", 8, 7, image_size=SIZE, shard_options=ONE))
+        return iter(P.sync_dataset(prepared, "train", 8, 7, image_size=SIZE, shard_options=ONE))
 
     a, b = make(), make()
     for _ in range(2):
@@ -137,23 +139,23 @@ def test_augment_is_one_transform_per_window():
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 256, (1, 32, 32, 3), np.uint8)
     window = np.repeat(frame, 5, axis=0)
-    np.testing.assert_array_equal(T.Augment()(window, np.random.default_rng(1)), window)  # all off: identity
-    aug = T.Augment(max_zoom=0.3, flip=True, color=0.3)
+    np.testing.assert_array_equal(P.Augment()(window, np.random.default_rng(1)), window)  # all off: identity
+    aug = P.Augment(max_zoom=0.3, flip=True, color=0.3)
     for seed in range(4):
         out = aug(window, np.random.default_rng(seed))
         assert out.shape == window.shape and out.dtype == np.uint8
         assert all(np.array_equal(out[0], out[t]) for t in range(1, 5))  # the same for the 5 frames
         np.testing.assert_array_equal(out, aug(window, np.random.default_rng(seed)))  # seeded
-    flips = [T.Augment(flip=True)(window, np.random.default_rng(s)) for s in range(8)]
+    flips = [P.Augment(flip=True)(window, np.random.default_rng(s)) for s in range(8)]
     assert {np.array_equal(f, window) for f in flips} == {True, False}
     assert all(np.array_equal(f, window) or np.array_equal(f, window[:, :, ::-1]) for f in flips)
     flat = np.full((5, 32, 32, 3), 90, np.uint8)  # the zoomed view stays inside the frame: no border
-    np.testing.assert_array_equal(T.Augment(max_zoom=0.3)(flat, np.random.default_rng(3)), flat)
+    np.testing.assert_array_equal(P.Augment(max_zoom=0.3)(flat, np.random.default_rng(3)), flat)
 
 
 def test_augmented_pairs_keep_positions_and_labels(prepared):
     plain = _cat(_pairs(prepared, 2, seed=4))
-    aug = _cat(_pairs(prepared, 2, seed=4, augment=T.Augment(max_zoom=0.15, flip=True, color=0.3)))
+    aug = _cat(_pairs(prepared, 2, seed=4, augment=P.Augment(max_zoom=0.15, flip=True, color=0.3)))
     for k in ("label", "clip_index", "start", "mel_start", "mel"):
         np.testing.assert_array_equal(plain[k], aug[k])
     assert np.abs(plain["faces"] - aug["faces"]).mean() > 0.02
@@ -162,9 +164,9 @@ def test_augmented_pairs_keep_positions_and_labels(prepared):
 
 def test_bad_pair_options(prepared):
     with pytest.raises(ValueError, match="min_offset"):
-        next(iter(T.sync_dataset(prepared, "train", 8, 0, image_size=SIZE, min_offset=0, shard_options=ONE)))
+        next(iter(P.sync_dataset(prepared, "train", 8, 0, image_size=SIZE, min_offset=0, shard_options=ONE)))
     with pytest.raises(ValueError, match="too short"):  # 2 s clips have no window 60 frames from any other
-        next(iter(T.sync_dataset(prepared, "train", 8, 0, image_size=SIZE, min_offset=60, shard_options=ONE)))
+        next(iter(P.sync_dataset(prepared, "train", 8, 0, image_size=SIZE, min_offset=60, shard_options=ONE)))
 
 
 def test_steps_lower_the_loss(prepared):
@@ -205,14 +207,14 @@ def workdirs(prepared, tmp_path_factory) -> tuple[pathlib.Path, pathlib.Path, su
         "--config.train.log_every=2",
     ]
     cli = _cli(f"--workdir={full}", "--config=configs/syncnet.py:tiny", *overrides)
-    T.train(_config(prepared, num_steps=3), str(split))
-    T.train(_config(prepared, num_steps=6), str(split))
+    train(_config(prepared, num_steps=3), str(split))
+    train(_config(prepared, num_steps=6), str(split))
     return full, split, cli
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "diff2lip_jax.train.syncnet_main", *args],
+        [os.path.join(os.path.dirname(sys.executable), "diff2lip-train-syncnet"), *args],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -146,7 +146,7 @@ class WholeClip(grain.transforms.Map):
         }
 
 
-def _absl_flags_ready() -> None:
+def ensure_absl_flags_parsed() -> None:
     """grain's multiprocess prefetch reads its absl flags (``--grain_*``); outside an absl
     app (pytest, notebooks, plain scripts) they were never parsed: use their defaults."""
     from absl import flags
@@ -155,12 +155,12 @@ def _absl_flags_ready() -> None:
         flags.FLAGS.mark_as_parsed()
 
 
-def _shard(shard_options: grain.sharding.ShardOptions | None) -> grain.sharding.ShardOptions:
-    # Default: one shard per JAX process (multi-host training reads disjoint clips).
+def process_shard_options(shard_options: grain.sharding.ShardOptions | None) -> grain.sharding.ShardOptions:
+    """`shard_options`, or by default one shard per JAX process (multi-host training reads disjoint clips)."""
     return shard_options if shard_options is not None else grain.sharding.ShardByJaxProcess(drop_remainder=True)
 
 
-def _shard_clips(num_clips: int, options: grain.sharding.ShardOptions) -> grain.MapDataset:
+def shard_clips(num_clips: int, options: grain.sharding.ShardOptions) -> grain.MapDataset:
     """This shard's clip indices: every ``shard_count``-th from ``shard_index``.
 
     With ``drop_remainder`` the clips beyond a multiple of ``shard_count`` are left
@@ -222,7 +222,7 @@ def train_dataset(
       prefetch_buffer_size: examples buffered per process (default 2 batches).
       worker_buffer_size: examples buffered per worker process.
     """
-    options = _shard(shard_options)
+    options = process_shard_options(shard_options)
     if global_batch_size < 1 or global_batch_size % options.shard_count:
         raise ValueError(
             f"global_batch_size={global_batch_size} must be a positive multiple of the "
@@ -234,12 +234,12 @@ def train_dataset(
         raise ValueError(f"need nrefer >= 1 and worker_count >= 0, got {nrefer} and {worker_count}")
     batch = global_batch_size // options.shard_count
     source = records.open_split(data_dir, split, name)
-    ds = EndlessShuffle(_shard_clips(len(source), options), seed)
+    ds = EndlessShuffle(shard_clips(len(source), options), seed)
     ds = ds.map_with_index(TrainWindows(source, seed, options.shard_index, nrefer, image_size))
     buffer = prefetch_buffer_size if prefetch_buffer_size is not None else 2 * batch
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=buffer))
     if worker_count > 0:
-        _absl_flags_ready()
+        ensure_absl_flags_parsed()
         it = it.mp_prefetch(
             grain.MultiprocessingOptions(num_workers=worker_count, per_worker_buffer_size=worker_buffer_size)
         )
@@ -285,6 +285,6 @@ def make_eval_loader(
     if shard_options is None:
         shard_options = grain.sharding.ShardByJaxProcess(drop_remainder=False)
     source = records.open_split(data_dir, split, name)
-    ds = _shard_clips(len(source), shard_options).map(WholeClip(source, image_size))
+    ds = shard_clips(len(source), shard_options).map(WholeClip(source, image_size))
     # One clip ahead is enough: clips are large and consumed slowly (sampling).
     return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=1)))

@@ -234,7 +234,7 @@ def _crop_at(size: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
 def ours_scorer(workdir: str, batch_size: int = 32) -> JaxScorer:
     """Our SyncNet from a ``diff2lip-train-syncnet`` workdir: crops at its image size
     (bilinear, as training), lower halves in [-1, 1], RGB; audio = sync mel windows."""
-    from diff2lip_jax.train.syncnet_checkpoint import load_syncnet, read_syncnet_meta
+    from diff2lip_jax.checkpoint import load_syncnet, read_syncnet_meta
 
     module, variables = load_syncnet(workdir)
     size = int(read_syncnet_meta(workdir)[0]["image_size"])

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import ml_collections
 from absl import logging
 
+from diff2lip_jax.checkpoint import load_syncnet
 from diff2lip_jax.diffusion import create_diffusion_from_config
 from diff2lip_jax.models import build_unet, init_params
 from diff2lip_jax.models.discriminator import SequenceDiscriminator
@@ -26,8 +27,6 @@ def build_sync_expert(cfg: ml_collections.ConfigDict, image_size: int):
     if kind != "ours":
         raise ValueError(f"syncnet.kind={kind!r}: use 'ours' or 'wav2lip'")
     if path:
-        from diff2lip_jax.train.syncnet_checkpoint import load_syncnet
-
         module, variables = load_syncnet(path)
         return SyncNetExpert(module), variables
     logging.warning(

@@ -1,218 +1,187 @@
-"""The Diff2Lip training loop (`diff2lip-train --config=... --workdir=...`).
+"""The training loop, one for both networks (`diff2lip-train`, `diff2lip-train-syncnet`).
 
-Stages, top to bottom: distributed init and mesh; modules and frozen nets;
-data; state (fresh, or restored with its data position); the jitted sharded
-step; the loop with logging, checkpoints (every K steps, on SIGTERM/SIGINT, at
-the end), sample grids and eval loss.
+Stages, top to bottom: distributed init and mesh; config checks; the task (modules,
+frozen nets, data); state (fresh, or restored with its data position); the jitted
+sharded step; the loop with logging, checkpoints (every K steps, on SIGTERM/SIGINT,
+at the end) and the task's reports (held-out metrics, sample grids).
+
+Signals: SIGTERM or SIGINT lets the running step finish, saves it, waits for the
+save to be committed, and only then raises :class:`Interrupted` naming the step; the
+console scripts exit 0 for SIGTERM (a planned preemption: the scheduler requeues and
+the run resumes) and 130 for SIGINT (Ctrl-C).
 """
 
 from __future__ import annotations
 
-import functools
+import hashlib
 import os
 import signal
-import time
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import logging
-from tqdm import tqdm
 
 from diff2lip_jax import parallel
-from diff2lip_jax.data import make_train_loader
-from diff2lip_jax.train import checkpointing, reporting
-from diff2lip_jax.train.build import build_modules, init_state
-from diff2lip_jax.train.sampling import GRID_COLUMNS, make_sample_fn
-from diff2lip_jax.train.step import generator_losses, make_train_step
+from diff2lip_jax.train import checkpoints, reporting
+from diff2lip_jax.train.task import NonFiniteLossError, Task, close_iterator
+from diff2lip_jax.train.validation import task_of, validate
 
-BATCH_KEYS = ("frames", "ref", "indiv_mels", "sync_mel")
+__all__ = ["Interrupted", "NonFiniteLossError", "make_task", "params_fingerprint", "train"]
 
 
-class NonFiniteLossError(RuntimeError):
-    """A step produced a NaN/inf loss; the run stops and the last checkpoint stays as it was."""
+class Interrupted(Exception):
+    """SIGTERM/SIGINT stopped the run after step `step` was checkpointed (and the save committed)."""
+
+    def __init__(self, signum: int, step: int):
+        self.signum, self.step = signum, step
+        super().__init__(f"{signal.Signals(signum).name}: checkpointed step {step}")
 
 
-class _StopFlag:
-    """Set by SIGTERM/SIGINT so the loop can checkpoint and exit cleanly."""
+class StopOnSignal:
+    """SIGTERM/SIGINT set `signal`, so the loop checkpoints and stops; the old handlers come back on exit."""
 
-    def __init__(self):
-        self.signal = None
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._set)
+    def __enter__(self) -> StopOnSignal:
+        self.signal: int | None = None
+        self._old = {s: signal.signal(s, self._set) for s in (signal.SIGTERM, signal.SIGINT)}
+        return self
 
-    def _set(self, signum, frame):
+    def _set(self, signum, frame) -> None:
         del frame
         self.signal = signum
 
-
-def _loader(cfg: ml_collections.ConfigDict, split: str, seed: int):
-    return make_train_loader(
-        cfg.data.dir,
-        split,
-        cfg.train.batch_size,
-        seed,
-        cfg.data.worker_count,
-        image_size=cfg.model.image_size,
-        nrefer=cfg.model.nrefer,
-    )
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._old.items():
+            signal.signal(s, handler)
 
 
-def _global_batch(local: dict, mesh) -> dict:
-    return parallel.host_to_global({k: local[k] for k in BATCH_KEYS}, mesh)
+def make_task(cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, workdir: str) -> Task:
+    """The `Task` of `cfg.task`."""
+    if task_of(cfg) == "syncnet":
+        from diff2lip_jax.train import syncnet
+
+        return syncnet.make_task(cfg, mesh)
+    from diff2lip_jax.train import diff2lip
+
+    return diff2lip.make_task(cfg, mesh, workdir)
 
 
-def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Trains to cfg.train.num_steps, resuming from `workdir` when it holds a checkpoint.
+def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+    """Trains `cfg.task` to cfg.train.num_steps, resuming from `workdir` when it holds a checkpoint.
 
-    Returns the last logged metrics (host floats).
+    Returns the last logged train metrics (host floats) plus `eval_<name>` of the
+    last held-out report. Raises :class:`Interrupted` after a signal (the step is
+    saved), NonFiniteLossError on a NaN/inf loss (the last checkpoint is intact),
+    ValueError for a config that cannot train (before any work).
     """
     parallel.initialize_distributed()
     mesh = parallel.make_mesh(cfg.mesh.data, cfg.mesh.fsdp)
-    logging.info("mesh %s over %d devices, %d processes", dict(mesh.shape), jax.device_count(), jax.process_count())
-    if not cfg.data.dir:
-        raise ValueError("config: data.dir is empty; set --config.data.dir to a diff2lip-preprocess output")
+    validate(cfg, task_of(cfg), mesh)
     os.makedirs(workdir, exist_ok=True)
 
-    modules, frozen = build_modules(cfg)
-    frozen = jax.device_put(frozen, parallel.replicated(mesh))
-    abstract = jax.eval_shape(functools.partial(init_state, cfg, modules))
-    state_shardings = parallel.fsdp_shardings(abstract, mesh)
-    abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_shardings)
+    task = make_task(cfg, mesh, workdir)
+    abstract = jax.eval_shape(task.init_state)
+    shardings = parallel.fsdp_shardings(abstract, mesh)
+    abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
 
-    data_iter = _loader(cfg, cfg.data.train_split, cfg.train.seed)
-    mngr = checkpointing.open_train_manager(workdir, cfg.train.keep_checkpoints)
-    start = mngr.latest_step()
-    if start is not None:
-        state, position_restored = checkpointing.restore(mngr, abstract, data_iter, start)
+    data_iter = task.make_loader(cfg.data.train_split, cfg.train.seed)
+    mngr = checkpoints.open_manager(workdir, cfg.train.keep_checkpoints)
+    resumed = checkpoints.restore_latest(workdir, mngr, abstract, data_iter, cfg, task.kind)
+    if resumed is not None:
+        mngr, state, start, position_restored = resumed
         if not position_restored:  # another process count: a fresh stream, not a replay of step 0's
-            data_iter = _loader(cfg, cfg.data.train_split, (cfg.train.seed + start) % 2**32)
-        logging.info("resumed from step %d", start)
+            close_iterator(data_iter)
+            data_iter = task.make_loader(cfg.data.train_split, (cfg.train.seed + start) % 2**32)
+        reporting.notice(f"resumed from step {start} of {workdir}")
     else:
-        state = jax.jit(functools.partial(init_state, cfg, modules), out_shardings=state_shardings)()
+        state = jax.jit(task.init_state, out_shardings=shardings)()
         start = 0
 
-    batch_sharding = parallel.batch_sharding(mesh)
+    rep, batch_sharding = parallel.replicated(mesh), parallel.batch_sharding(mesh)
+    frozen = jax.device_put(task.frozen, rep)
     step_fn = jax.jit(
-        make_train_step(modules, cfg),
+        task.train_step,
         donate_argnums=0,
-        in_shardings=(state_shardings, parallel.replicated(mesh), batch_sharding),
-        out_shardings=(state_shardings, parallel.replicated(mesh)),
+        in_shardings=(shardings, rep, batch_sharding),
+        out_shardings=(shardings, rep),
     )
-    writer = reporting.MetricWriter(workdir)
-    stop = _StopFlag()
-    eval_batch = _fixed_eval_batch(cfg, mesh)
-    sample_fn = make_sample_fn(modules.model, cfg)
-    eval_fn = jax.jit(functools.partial(_eval_terms, modules=modules, lambdas=cfg.loss))
+    writer = reporting.MetricWriter(workdir, cfg.train.num_steps)
+    progress = reporting.Progress(start, cfg.train.num_steps)
+    last: dict[str, float] = {}
+    reported_at = {r.prefix: -1 for r in task.reports}
+
+    def run_report(report, step: int) -> None:
+        scalars = report.run(state, step)
+        reported_at[report.prefix] = step
+        if scalars:
+            writer.write(step, scalars, prefix=report.prefix)
+            last.update({f"{report.prefix}_{k}": v for k, v in scalars.items()})
+            if report.headline is not None:
+                writer.say(f"step {step}: {report.headline(scalars)}")
 
     all_finite = jnp.ones((), jnp.float32)
-    last, tick, tick_step = {}, time.perf_counter(), start
-    bar = tqdm(total=cfg.train.num_steps, initial=start, disable=jax.process_index() != 0, unit="step")
-    step = start
+    step, in_flight = start, None
     try:
-        while step < cfg.train.num_steps:
-            local = next(data_iter)
-            if step == start:
-                logging.info(
-                    "process %d feeds %d of the global batch of %d; first clips %s",
-                    jax.process_index(),
-                    len(local["frames"]),
-                    cfg.train.batch_size,
-                    sorted(set(np.asarray(local["clip_index"]).tolist())),
-                )
-            batch = _global_batch(local, mesh)
-            state, metrics = step_fn(state, frozen, batch)
-            all_finite = all_finite * metrics["finite"]
-            step += 1
-            bar.update(1)
-            boundary = step % cfg.train.checkpoint_every == 0 or step == cfg.train.num_steps or stop.signal
-            if step % cfg.train.log_every == 0 or boundary:
-                if float(all_finite) < 1.0:
-                    raise NonFiniteLossError(
-                        f"non-finite loss at or before step {step}; the update was skipped and the run stopped. "
-                        f"The last good checkpoint ({mngr.latest_step()}) is intact: lower train.lr or check the data"
+        with StopOnSignal() as stop:
+            while step < cfg.train.num_steps:
+                local = next(data_iter)
+                if step == start and "clip_index" in local:
+                    reporting.notice(
+                        f"process {jax.process_index()} feeds {len(local['clip_index'])} of the global batch of "
+                        f"{cfg.train.batch_size}; first clips {sorted(set(np.asarray(local['clip_index']).tolist()))}"
                     )
-                last = {k: float(v) for k, v in jax.device_get(metrics).items() if k != "finite"}
-                now = time.perf_counter()
-                rate = (step - tick_step) / max(now - tick, 1e-9)
-                last.update(steps_per_s=rate, frames_per_s=rate * cfg.train.batch_size * 5)
-                tick, tick_step = now, step
-                writer.write(step, last)
-                bar.set_postfix(loss=f"{last['loss']:.4f}")
-            if boundary:
-                checkpointing.save(mngr, state, data_iter, cfg, force=bool(stop.signal))
-            if eval_batch is not None and step % cfg.train.sample_every == 0:
-                _write_samples(sample_fn, state, eval_batch, workdir, step)
-            if eval_batch is not None and step % cfg.train.eval_every == 0:
-                writer.write(step, _eval_loss(cfg, eval_fn, state, frozen, mesh), prefix="eval")
-            if stop.signal:
-                logging.warning("signal %d: checkpointed step %d, exiting", stop.signal, step)
-                break
+                batch = parallel.host_to_global({k: local[k] for k in task.batch_keys}, mesh)
+                state, metrics = step_fn(state, frozen, batch)
+                all_finite = all_finite * metrics["finite"]
+                step += 1
+                if in_flight is not None:  # one step stays queued; the bar counts finished steps
+                    jax.block_until_ready(in_flight)
+                    progress.finished(step - 1)
+                in_flight = metrics["finite"]
+                # Read the flag once: a signal arriving later in this iteration is seen at the next.
+                stopping = stop.signal
+                boundary = step % cfg.train.checkpoint_every == 0 or step == cfg.train.num_steps or stopping
+                if step % cfg.train.log_every == 0 or boundary:
+                    if float(all_finite) < 1.0:
+                        raise NonFiniteLossError(
+                            f"non-finite loss at or before step {step}; the update was skipped and the run "
+                            f"stopped. The last good checkpoint ({mngr.latest_step()}) is intact: lower "
+                            "train.lr or check the data"
+                        )
+                    progress.finished(step)
+                    rate, eta = progress.rate(step)
+                    last.update({k: float(v) for k, v in jax.device_get(metrics).items() if k != "finite"})
+                    last["steps_per_s"] = rate
+                    train_scalars = {k: v for k, v in last.items() if not k.startswith("eval_")}
+                    writer.write(step, train_scalars, suffix=f"{rate:.3g} steps/s, eta {eta}")
+                if boundary:
+                    params, meta = task.inference_items(state, step)
+                    checkpoints.save(mngr, state, data_iter, cfg, params, meta, force=bool(stopping))
+                if stopping:
+                    mngr.wait_until_finished()
+                    raise Interrupted(stopping, step)
+                for report in task.reports:
+                    if step % report.every == 0:
+                        run_report(report, step)
+        for report in task.reports:
+            if report.at_end and reported_at[report.prefix] != step:
+                run_report(report, step)
     finally:
         mngr.wait_until_finished()
         mngr.close()
         writer.close()
-        bar.close()
-        if hasattr(data_iter, "close"):
-            data_iter.close()
-    logging.info(
-        "params fingerprint (process %d of %d): %s",
-        jax.process_index(),
-        jax.process_count(),
-        params_fingerprint(state.params),
+        progress.close()
+        close_iterator(data_iter)
+    reporting.notice(
+        f"params fingerprint (process {jax.process_index()} of {jax.process_count()}): "
+        f"{params_fingerprint(state.params)}"
     )
     return last
 
 
 def params_fingerprint(params) -> str:
     """A digest of this process's copy of the params, to check that replicas agree across processes."""
-    import hashlib
-
     digest = hashlib.sha256()
     for leaf in jax.tree.leaves(params):
         digest.update(np.asarray(leaf.addressable_shards[0].data).tobytes())
     return digest.hexdigest()[:16]
-
-
-def _fixed_eval_batch(cfg, mesh) -> dict | None:
-    """One held-out batch (fixed seed) for sample grids and eval loss; None without an eval split."""
-    try:
-        it = _loader(cfg, cfg.data.eval_split, seed=12345)
-    except (FileNotFoundError, ValueError, KeyError) as e:
-        logging.warning(
-            "no eval split %r (%s): sample grids use training data, eval loss is skipped",
-            cfg.data.eval_split,
-            str(e).splitlines()[0],
-        )
-        return None
-    batch = next(it)
-    if hasattr(it, "close"):
-        it.close()
-    return _global_batch(batch, mesh)
-
-
-def _write_samples(sample_fn, state, batch, workdir: str, step: int) -> None:
-    columns = sample_fn(state.ema_params, batch, jax.random.PRNGKey(step))
-    if jax.process_index() == 0:
-        columns = {k: np.asarray(jax.device_get(v)) for k, v in zip(GRID_COLUMNS, columns)}
-        path = reporting.save_grid(os.path.join(workdir, "samples", f"step_{step:07d}.png"), columns)
-        logging.info("sample grid %s", path)
-
-
-def _eval_terms(params, frozen, batch, d_params, key, *, modules, lambdas):
-    _, (parts, _, _) = generator_losses(params, frozen, batch, d_params, key, modules=modules, lambdas=lambdas)
-    return parts
-
-
-def _eval_loss(cfg, eval_fn, state, frozen, mesh) -> dict:
-    """Generator loss terms of the EMA weights on `eval_batches` held-out batches (fixed seed)."""
-    it = _loader(cfg, cfg.data.eval_split, seed=54321)
-    totals: dict = {}
-    for i in range(cfg.train.eval_batches):
-        parts = eval_fn(state.ema_params, frozen, _global_batch(next(it), mesh), state.d_params, jax.random.PRNGKey(i))
-        for k, v in jax.device_get(parts).items():
-            totals[k] = totals.get(k, 0.0) + float(v) / cfg.train.eval_batches
-    if hasattr(it, "close"):
-        it.close()
-    return totals

@@ -1,35 +1,91 @@
-"""Metrics to TensorBoard and stdout, and PNG sample grids (process 0 only)."""
+"""Console, TensorBoard metrics and PNG sample grids (process 0 only).
+
+Console style, for both trainers: one summary line per log step on stdout
+(`step 100/3000 train loss=0.1 ... | 6.8 steps/s, eta 7m10s`), notices and warnings
+on stderr, and on a terminal a progress bar whose rate counts finished steps (not
+dispatched ones), so it matches wall time.
+"""
 
 from __future__ import annotations
 
 import os
+import sys
+import time
 from collections.abc import Mapping
 
 import jax
 import numpy as np
-from absl import logging
 from PIL import Image
+from tqdm import tqdm
+
+
+def notice(text: str) -> None:
+    """A status line on stderr, from every process (multi-process runs tell them apart)."""
+    tqdm.write(text, file=sys.stderr)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+class Progress:
+    """The progress bar (a terminal only, process 0) and the per-log-step rate and ETA."""
+
+    def __init__(self, start: int, total: int):
+        self.total, self._mark_step, self._mark_time = total, start, time.perf_counter()
+        self._bar = tqdm(
+            total=total,
+            initial=start,
+            unit="step",
+            dynamic_ncols=True,
+            disable=True if jax.process_index() != 0 else None,  # None: only on a terminal
+        )
+
+    def finished(self, step: int) -> None:
+        """Step `step` has finished on the device (its outputs are ready)."""
+        self._bar.update(step - self._bar.n)
+
+    def rate(self, step: int) -> tuple[float, str]:
+        """(steps/s since the last call, ETA text) at finished step `step`."""
+        now = time.perf_counter()
+        rate = (step - self._mark_step) / max(now - self._mark_time, 1e-9)
+        self._mark_step, self._mark_time = step, now
+        return rate, _duration((self.total - step) / rate) if rate > 0 else "?"
+
+    def close(self) -> None:
+        self._bar.close()
 
 
 class MetricWriter:
     """Scalars to `<workdir>/tensorboard` event files and one line on stdout; a no-op off process 0."""
 
-    def __init__(self, workdir: str):
+    def __init__(self, workdir: str, total_steps: int = 0):
         self.active = jax.process_index() == 0
+        self.total_steps = total_steps
         self._tb = None
         if self.active:
             from tensorboardX import SummaryWriter
 
             self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
-    def write(self, step: int, scalars: Mapping[str, float], prefix: str = "train") -> None:
+    def write(self, step: int, scalars: Mapping[str, float], prefix: str = "train", suffix: str = "") -> None:
+        """Logs `scalars` as `prefix/name` and prints `step N/T prefix k=v ... [| suffix]`."""
         if not self.active:
             return
         for name, value in scalars.items():
             self._tb.add_scalar(f"{prefix}/{name}", value, step)
         self._tb.flush()
         text = " ".join(f"{k}={v:.4g}" for k, v in sorted(scalars.items()))
-        logging.info("step %d %s %s", step, prefix, text)
+        total = f"/{self.total_steps}" if self.total_steps else ""
+        tqdm.write(f"step {step}{total} {prefix} {text}" + (f" | {suffix}" if suffix else ""), file=sys.stdout)
+
+    def say(self, text: str) -> None:
+        """A result line on stdout (process 0), e.g. the held-out sync accuracy."""
+        if self.active:
+            tqdm.write(text, file=sys.stdout)
 
     def close(self) -> None:
         if self._tb is not None:

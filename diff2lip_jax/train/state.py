@@ -36,7 +36,7 @@ def lr_schedule(lr: float, warmup_steps: int = 0, decay_steps: int = 0) -> optax
     return optax.linear_schedule(0.0, lr, warmup_steps) if warmup_steps > 0 else optax.constant_schedule(lr)
 
 
-def make_optimizer(
+def clipped_adamw(
     lr: float, weight_decay: float, grad_clip: float, warmup_steps: int = 0, b1: float = 0.9, b2: float = 0.999
 ) -> optax.GradientTransformation:
     """AdamW with global-norm clipping and an optional linear warm-up (constant after)."""
@@ -45,15 +45,15 @@ def make_optimizer(
     return optax.chain(*parts)
 
 
-def learning_rate(cfg: ml_collections.ConfigDict, step: jax.Array) -> jax.Array:
+def generator_lr(cfg: ml_collections.ConfigDict, step: jax.Array) -> jax.Array:
     """The generator's learning rate at `step` (for logging): the schedule make_optimizers uses."""
     return jnp.asarray(lr_schedule(cfg.train.lr, cfg.train.warmup_steps)(step), jnp.float32)
 
 
 def make_optimizers(cfg: ml_collections.ConfigDict) -> tuple[optax.GradientTransformation, ...]:
     """(generator, discriminator) optimizers. Build once per run: states compare them by identity."""
-    tx = make_optimizer(cfg.train.lr, cfg.train.weight_decay, cfg.train.grad_clip, cfg.train.warmup_steps)
-    d_tx = make_optimizer(cfg.train.d_lr, 0.0, cfg.train.grad_clip, 0, b1=0.5)
+    tx = clipped_adamw(cfg.train.lr, cfg.train.weight_decay, cfg.train.grad_clip, cfg.train.warmup_steps)
+    d_tx = clipped_adamw(cfg.train.d_lr, 0.0, cfg.train.grad_clip, 0, b1=0.5)
     return tx, d_tx
 
 

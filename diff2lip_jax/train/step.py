@@ -27,7 +27,7 @@ import optax
 from diff2lip_jax.diffusion.losses import masked_mean_flat
 from diff2lip_jax.models.discriminator import d_loss, g_gan_loss
 from diff2lip_jax.models.syncnet import SyncExpert, expert_sync_loss
-from diff2lip_jax.train.state import TrainState, learning_rate
+from diff2lip_jax.train.state import TrainState, generator_lr
 
 NFRAMES = 5
 
@@ -148,7 +148,7 @@ def make_train_step(modules: StepModules, cfg: ml_collections.ConfigDict) -> Cal
         updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         ema = jax.tree.map(lambda e, p: ema_rate * e + (1.0 - ema_rate) * p, state.ema_params, params)
-        metrics = dict(parts, loss=loss, grad_norm=optax.tree.norm(grads), lr=learning_rate(cfg, state.step))
+        metrics = dict(parts, loss=loss, grad_norm=optax.tree.norm(grads), lr=generator_lr(cfg, state.step))
 
         d_params, d_opt_state, finite = state.d_params, state.d_opt_state, jnp.isfinite(loss)
         if gan_on:
