@@ -78,7 +78,8 @@ class MetricWriter:
         for name, value in scalars.items():
             self._tb.add_scalar(f"{prefix}/{name}", value, step)
         self._tb.flush()
-        text = " ".join(f"{k}={v:.4g}" for k, v in sorted(scalars.items()))
+        # The rate is in the suffix when there is one (steps/s, ETA); not twice.
+        text = " ".join(f"{k}={v:.4g}" for k, v in sorted(scalars.items()) if not (suffix and k == "steps_per_s"))
         total = f"/{self.total_steps}" if self.total_steps else ""
         tqdm.write(f"step {step}{total} {prefix} {text}" + (f" | {suffix}" if suffix else ""), file=sys.stdout)
 
