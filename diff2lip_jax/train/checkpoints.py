@@ -89,6 +89,23 @@ def _check_compatible(saved_meta: dict, saved_cfg: dict, cfg: ml_collections.Con
         )
 
 
+def check_workdir(workdir: str, cfg: ml_collections.ConfigDict, kind: str) -> None:
+    """Before any work: a workdir to resume must hold this kind of run, of this model.
+
+    Reads only the newest step's small JSON items; an unreadable step is left for
+    :func:`restore_latest` (which moves it aside and falls back).
+    """
+    step = checkpoint.latest_step(workdir)
+    if step is None:
+        return
+    with checkpoint.open_manager(workdir, item_names=ITEMS) as mngr:
+        try:
+            meta, saved_cfg = _saved_json(mngr, step, "meta"), _saved_json(mngr, step, "config")
+        except Exception:  # corrupt: handled on restore
+            return
+    _check_compatible(meta, saved_cfg, cfg, kind, f"{workdir} (step {step})")
+
+
 def restore_latest(
     workdir: str,
     mngr: ocp.CheckpointManager,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
 
 import jax
@@ -22,7 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from diff2lip_jax import parallel
+from diff2lip_jax import checkpoint, parallel
 from diff2lip_jax.train import checkpoints, reporting
 from diff2lip_jax.train.task import NonFiniteLossError, Task, close_iterator
 from diff2lip_jax.train.validation import task_of, validate
@@ -77,8 +78,19 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     parallel.initialize_distributed()
     mesh = parallel.make_mesh(cfg.mesh.data, cfg.mesh.fsdp)
     validate(cfg, task_of(cfg), mesh)
+    checkpoints.check_workdir(workdir, cfg, task_of(cfg))
+    created = not os.path.exists(workdir)
     os.makedirs(workdir, exist_ok=True)
+    try:
+        return _train(cfg, workdir, mesh)
+    except (ValueError, OSError):
+        # A user error before anything was saved: leave no workdir behind.
+        if created and jax.process_index() == 0 and checkpoint.latest_step(workdir) is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+        raise
 
+
+def _train(cfg: ml_collections.ConfigDict, workdir: str, mesh: jax.sharding.Mesh) -> dict[str, float]:
     task = make_task(cfg, mesh, workdir)
     abstract = jax.eval_shape(task.init_state)
     shardings = parallel.fsdp_shardings(abstract, mesh)
