@@ -9,13 +9,15 @@ by name; only the leaf name and the kernel layout differ:
   linear  torch [O, I]          <-> flax [I, O]
   norm    torch weight/bias     <-> flax scale/bias
   embed   torch weight [N, E]   <-> flax embedding [N, E]
+
+The generic parts (state_dict files, prefix stripping, key/shape checks, kernel
+layouts) live in `diff2lip_jax.torch_io`; `load_state_dict_file`,
+`save_state_dict_file` and `ConversionError` are re-exported here.
 """
 
 from __future__ import annotations
 
 import os
-import pickle
-import tempfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,6 +26,26 @@ import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from diff2lip_jax.models import abstract_params
+from diff2lip_jax.torch_io import (  # file I/O re-exported: `diff2lip_jax.convert.load_state_dict_file` etc.
+    ConversionError,
+    check_state_dict,
+    kernel_shape_to_torch,
+    kernel_to_flax,
+    kernel_to_torch,
+    load_state_dict_file,
+    save_state_dict_file,
+    strip_prefixes,
+)
+
+__all__ = [
+    "ConversionError",
+    "flax_to_torch",
+    "load_state_dict_file",
+    "run",
+    "save_state_dict_file",
+    "torch_key",
+    "torch_to_flax",
+]
 
 # Registration order of the official modules (guided-diffusion's __init__s); a
 # state_dict lists its keys in this order, level by level.
@@ -53,10 +75,6 @@ _MODULE_ORDER = [
 _RANK = {name: i for i, name in enumerate(_MODULE_ORDER)}
 
 
-class ConversionError(ValueError):
-    """A state_dict that does not fit the model flags."""
-
-
 def _torch_components(flax_path: tuple[str, ...]) -> list[str]:
     comps: list[str] = []
     for part in flax_path[:-1]:
@@ -80,29 +98,15 @@ def _order(key: str) -> tuple:
 
 
 def _to_torch_layout(leaf_name: str, value: np.ndarray) -> np.ndarray:
-    if leaf_name != "kernel":
-        return value
-    if value.ndim == 4:
-        return value.transpose(3, 2, 0, 1)
-    if value.ndim == 3:
-        return value.transpose(2, 1, 0)
-    return value.T
+    return kernel_to_torch(value) if leaf_name == "kernel" else value
 
 
 def _to_flax_layout(leaf_name: str, value: np.ndarray) -> np.ndarray:
-    if leaf_name != "kernel":
-        return value
-    if value.ndim == 4:
-        return value.transpose(2, 3, 1, 0)
-    if value.ndim == 3:
-        return value.transpose(2, 1, 0)
-    return value.T
+    return kernel_to_flax(value) if leaf_name == "kernel" else value
 
 
-def _as_numpy(value: Any) -> np.ndarray:
-    if hasattr(value, "detach"):  # a torch tensor; no torch import needed here
-        value = value.detach().cpu().float().numpy()
-    return np.asarray(value, dtype=np.float32)
+def _torch_shape(leaf_name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    return kernel_shape_to_torch(shape) if leaf_name == "kernel" else tuple(shape)
 
 
 def torch_to_flax(state_dict: Mapping[str, Any], model_cfg: Mapping[str, Any] | Any) -> dict:
@@ -115,28 +119,17 @@ def torch_to_flax(state_dict: Mapping[str, Any], model_cfg: Mapping[str, Any] | 
     Raises:
       ConversionError naming missing, unexpected or mis-shaped keys.
     """
-    sd = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state_dict.items()}
-    sd = {k: v for k, v in sd.items() if not k.endswith("num_batches_tracked")}
     template = flatten_dict(abstract_params(model_cfg))
     wanted = {torch_key(path): path for path in template}
-    missing = sorted(set(wanted) - set(sd), key=_order)
-    unexpected = sorted(set(sd) - set(wanted))
-    if missing or unexpected:
-        raise ConversionError(
-            f"state_dict does not match the model flags: {len(missing)} missing "
-            f"(e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}); "
-            "pass the flags the checkpoint was trained with (--config.model.X=V)"
-        )
-    flat = {}
-    for key, path in wanted.items():
-        value = _to_flax_layout(path[-1], _as_numpy(sd[key]))
-        if value.shape != template[path].shape:
-            raise ConversionError(
-                f"{key}: shape {tuple(_as_numpy(sd[key]).shape)} does not fit "
-                f"the model flags (expected flax {template[path].shape})"
-            )
-        flat[path] = value
-    return unflatten_dict(flat)
+    sd = check_state_dict(
+        strip_prefixes(state_dict, ("module.",)),
+        {key: _torch_shape(wanted[key][-1], template[wanted[key]].shape) for key in sorted(wanted, key=_order)},
+        what="state_dict does not match the model flags",
+        ignore=("*num_batches_tracked",),
+        hint="pass the flags the checkpoint was trained with (--config.model.X=V)",
+        show=3,
+    )
+    return unflatten_dict({path: _to_flax_layout(path[-1], sd[key]) for key, path in wanted.items()})
 
 
 def flax_to_torch(params: Mapping[str, Any], model_cfg: Mapping[str, Any] | Any = None) -> dict[str, np.ndarray]:
@@ -155,69 +148,6 @@ def flax_to_torch(params: Mapping[str, Any], model_cfg: Mapping[str, Any] | Any 
         for path, v in flat.items()
     }
     return {k: np.ascontiguousarray(out[k]) for k in sorted(out, key=_order)}
-
-
-# ---------------------------------------------------------------- files
-
-
-def load_state_dict_file(path: str) -> dict[str, np.ndarray]:
-    """Reads a `.pt`/`.pth` (torch.load, weights_only=True) or `.safetensors` state_dict.
-
-    A pickle that carries code is refused; training checkpoints that wrap the
-    weights in {"state_dict"|"model"|"ema": ...} are unwrapped.
-    """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such file")
-    if path.endswith(".safetensors"):
-        from safetensors.numpy import load_file
-
-        return load_file(path)
-    try:
-        import torch
-    except ImportError as e:  # pragma: no cover - depends on the install
-        raise ImportError("reading .pt files needs PyTorch: pip install 'diff2lip-jax[torch]'") from e
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
-        if "GLOBAL" in str(e):  # the unpickler met a function or class reference
-            raise ConversionError(
-                f"{path}: refused, the file holds pickled code, not just tensors; "
-                "re-save it as a plain state_dict of tensors"
-            ) from None
-        raise ConversionError(f"{path}: not a readable PyTorch state_dict file") from None
-    if isinstance(obj, Mapping):
-        for wrapper in ("state_dict", "model", "ema"):
-            if wrapper in obj and isinstance(obj[wrapper], Mapping):
-                obj = obj[wrapper]
-                break
-    if not isinstance(obj, Mapping) or not all(hasattr(v, "shape") for v in obj.values()):
-        raise ConversionError(f"{path}: not a state_dict (a mapping of names to tensors)")
-    return {k: _as_numpy(v) for k, v in obj.items()}
-
-
-def save_state_dict_file(state_dict: Mapping[str, np.ndarray], path: str, overwrite: bool = False) -> None:
-    """Writes `.pt` (torch.save of an ordered dict of tensors) or `.safetensors`, atomically."""
-    if os.path.exists(path) and not overwrite:
-        raise FileExistsError(f"{path} exists; choose another --out or pass --overwrite")
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=directory)
-    os.close(fd)
-    try:
-        if path.endswith(".safetensors"):
-            from safetensors.numpy import save_file
-
-            save_file({k: np.ascontiguousarray(v) for k, v in state_dict.items()}, tmp)
-        elif path.endswith((".pt", ".pth")):
-            import torch
-
-            torch.save({k: torch.from_numpy(np.array(v, np.float32)) for k, v in state_dict.items()}, tmp)
-        else:
-            raise ValueError(f"{path}: use a .pt, .pth or .safetensors file name")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 # ---------------------------------------------------------------- CLI

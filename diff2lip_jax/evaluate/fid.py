@@ -33,6 +33,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from diff2lip_jax.torch_io import (
+    check_state_dict,
+    kernel_shape_to_torch,
+    kernel_to_flax,
+    load_state_dict_file,
+    strip_prefixes,
+)
+
 FID_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
 FID_WEIGHTS_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{FID_WEIGHTS_FILE}"
 FEATURE_DIM = 2048
@@ -215,7 +223,7 @@ def preprocess(images: jax.Array) -> jax.Array:
 
 def _torch_layout(shape: tuple[int, ...]) -> tuple[int, ...]:
     """Flax HWIO kernel shape -> torch OIHW (other leaves keep their shape)."""
-    return (shape[3], shape[2], shape[0], shape[1]) if len(shape) == 4 else shape
+    return kernel_shape_to_torch(shape) if len(shape) == 4 else shape
 
 
 @functools.lru_cache(maxsize=1)
@@ -272,29 +280,20 @@ def variables_from_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     are accepted and ignored. Any other missing or unexpected key, or a wrong
     shape, raises ValueError naming it.
     """
-    sd = {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in state_dict.items()}
     expected = _flat_variables()
-    ignored = ("fc.weight", "fc.bias")
-    missing = [k for k in expected if k not in sd]
-    unexpected = [k for k in sd if k not in expected and k not in ignored and not k.endswith("num_batches_tracked")]
-    if missing or unexpected:
-        raise ValueError(
-            f"not an FID Inception-v3 state_dict ({FID_WEIGHTS_FILE}): missing {missing[:4]}"
-            f"{'...' if len(missing) > 4 else ''}, unexpected {unexpected[:4]}"
-            f"{'...' if len(unexpected) > 4 else ''}"
-        )
+    sd = check_state_dict(
+        strip_prefixes(state_dict, ("module.",)),
+        {key: _torch_layout(shape) for key, (_, _, shape) in expected.items()},
+        what=f"not an FID Inception-v3 state_dict ({FID_WEIGHTS_FILE})",
+        ignore=("fc.weight", "fc.bias", "*num_batches_tracked"),
+        show=4,
+    )
     variables: dict[str, Any] = {"params": {}, "batch_stats": {}}
-    for key, (collection, path, shape) in expected.items():
-        value = sd[key]
-        if hasattr(value, "detach"):  # torch tensor
-            value = value.detach().cpu().float().numpy()
-        arr = np.asarray(value, np.float32)
-        if arr.shape != _torch_layout(shape):
-            raise ValueError(f"{key}: shape {arr.shape}, the FID Inception-v3 has {_torch_layout(shape)}")
+    for key, (collection, path, _) in expected.items():
         node = variables[collection]
         for name in path[:-1]:
             node = node.setdefault(name, {})
-        node[path[-1]] = arr.transpose(2, 3, 1, 0) if arr.ndim == 4 else arr
+        node[path[-1]] = kernel_to_flax(sd[key]) if path[-1] == "kernel" else sd[key]
     return variables
 
 
@@ -303,8 +302,6 @@ def load_inception(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     Read with ``torch.load(weights_only=True)`` (or safetensors); nothing is downloaded.
     """
-    from diff2lip_jax.convert import load_state_dict_file
-
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--inception_weights={path}: no such file; download {FID_WEIGHTS_URL}")

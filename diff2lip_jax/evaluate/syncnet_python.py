@@ -41,6 +41,14 @@ import numpy as np
 import scipy.fft
 import scipy.signal
 
+from diff2lip_jax.torch_io import (
+    check_state_dict,
+    kernel_shape_to_torch,
+    kernel_to_flax,
+    load_state_dict_file,
+    strip_prefixes,
+)
+
 SYNCNET_PYTHON_URL = "https://github.com/joonson/syncnet_python (download_model.sh: syncnet_v2.model)"
 CROP_SIZE = 224
 CROP_SCALE = 0.4
@@ -110,10 +118,8 @@ class SyncNetPythonModel(nn.Module):
 
 
 def _torch_shape(flax_name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
-    if flax_name != "kernel":
-        return shape
-    n = len(shape)  # conv [*k, I, O] -> [O, I, *k]; dense [I, O] -> [O, I]
-    return (shape[-1], shape[-2], *shape[:-2]) if n > 2 else (shape[1], shape[0])
+    # conv [*k, I, O] -> [O, I, *k]; dense [I, O] -> [O, I]
+    return kernel_shape_to_torch(shape) if flax_name == "kernel" else shape
 
 
 @functools.lru_cache(maxsize=4)
@@ -153,35 +159,24 @@ def variables_from_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     The embedding size is read from ``netfcaud.3.weight``; missing/unexpected keys or
     shapes raise ValueError.
     """
-    sd = {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in state_dict.items()}
-    sd = {(k[len("__S__.") :] if k.startswith("__S__.") else k): v for k, v in sd.items()}
+    sd = strip_prefixes(state_dict, ("module.", "__S__."))
     embed_dim = int(np.shape(sd["netfcaud.3.weight"])[0]) if "netfcaud.3.weight" in sd else 1024
     expected = _flat_variables(embed_dim)
-    missing = [k for k in expected if k not in sd]
-    unexpected = [k for k in sd if k not in expected and not k.endswith("num_batches_tracked")]
-    if missing or unexpected:
-        raise ValueError(
-            f"not a syncnet_python SyncNet state_dict (syncnet_v2.model): missing {missing[:4]}, "
-            f"unexpected {unexpected[:4]}"
-        )
+    sd = check_state_dict(
+        sd,
+        {key: _torch_shape(leaf, shape) for key, (_, _, leaf, shape) in expected.items()},
+        what="not a syncnet_python SyncNet state_dict (syncnet_v2.model)",
+        ignore=("*num_batches_tracked",),
+        show=4,
+    )
     variables: dict[str, Any] = {"params": {}, "batch_stats": {}}
-    for key, (collection, module, leaf, shape) in expected.items():
-        value = sd[key]
-        if hasattr(value, "detach"):
-            value = value.detach().cpu().float().numpy()
-        arr = np.asarray(value, np.float32)
-        if arr.shape != _torch_shape(leaf, shape):
-            raise ValueError(f"{key}: shape {arr.shape}, syncnet_python's S has {_torch_shape(leaf, shape)}")
-        if leaf == "kernel":
-            arr = arr.transpose(*range(2, arr.ndim), 1, 0) if arr.ndim > 2 else arr.T
-        variables[collection].setdefault(module, {})[leaf] = arr
+    for key, (collection, module, leaf, _) in expected.items():
+        variables[collection].setdefault(module, {})[leaf] = kernel_to_flax(sd[key]) if leaf == "kernel" else sd[key]
     return variables
 
 
 def load_syncnet_python(path: str | os.PathLike[str]) -> tuple[SyncNetPythonModel, dict[str, Any]]:
     """(module, variables) from a local ``syncnet_v2.model`` (torch state_dict, read with weights_only)."""
-    from diff2lip_jax.convert import load_state_dict_file
-
     variables = variables_from_state_dict(load_state_dict_file(os.fspath(path)))
     return SyncNetPythonModel(int(variables["params"]["netfcaud_3"]["bias"].shape[0])), variables
 

@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from diff2lip_jax.torch_io import check_state_dict, kernel_to_flax, load_state_dict_file
+
 S3FD_WEIGHTS_URL = "https://www.adrianbulat.com/downloads/python-fan/s3fd-619a316812.pth"
 
 # BGR channel means the detector was trained with (subtracted in BGR order).
@@ -152,20 +154,12 @@ def params_from_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     Conv kernels OIHW -> HWIO; biases and L2Norm weights unchanged. Raises
     ValueError naming any missing, unexpected or misshapen key.
     """
-    expected = state_dict_shapes()
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    if missing or unexpected:
-        raise ValueError(f"not an S3FD state_dict: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
+    sd = check_state_dict(state_dict, state_dict_shapes(), what="not an S3FD state_dict")
     params: dict[str, dict[str, np.ndarray]] = {}
-    for key, shape in expected.items():
-        value = state_dict[key]
-        arr = np.asarray(value.detach().cpu().numpy() if hasattr(value, "detach") else value, np.float32)
-        if arr.shape != shape:
-            raise ValueError(f"S3FD {key}: shape {arr.shape}, expected {shape}")
+    for key, arr in sd.items():
         module, leaf = key.rsplit(".", 1)
         if arr.ndim == 4:
-            params.setdefault(module, {})["kernel"] = np.ascontiguousarray(arr.transpose(2, 3, 1, 0))
+            params.setdefault(module, {})["kernel"] = np.ascontiguousarray(kernel_to_flax(arr))
         else:
             params.setdefault(module, {})["bias" if leaf == "bias" else "weight"] = arr
     return params
@@ -174,11 +168,9 @@ def params_from_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
 def load_s3fd_params(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Load the official `s3fd.pth` (a plain state_dict) from a local file.
 
-    Read with `diff2lip_jax.convert.load_state_dict_file` (`torch.load(weights_only=True)`):
+    Read with `diff2lip_jax.torch_io.load_state_dict_file` (`torch.load(weights_only=True)`):
     a file whose pickle carries code is refused with ValueError rather than executed.
     """
-    from diff2lip_jax.convert import load_state_dict_file  # torch is needed only here
-
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"S3FD weights not found at {path!r}; download them from {S3FD_WEIGHTS_URL}")

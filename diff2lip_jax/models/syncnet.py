@@ -27,7 +27,8 @@ from typing import Any, Protocol
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
+
+from diff2lip_jax.torch_io import check_state_dict, kernel_to_flax, load_state_dict_file, strip_prefixes
 
 Dtype = Any
 Variables = Mapping[str, Any]
@@ -177,35 +178,26 @@ def wav2lip_state_dict_shapes() -> dict[str, tuple[int, ...]]:
 
 def wav2lip_variables_from_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     """SyncNet_color state_dict (numpy or torch values; "module." prefixes allowed)
-    -> {"params", "batch_stats"} for `Wav2LipSyncNet`. Conv OIHW -> HWIO."""
-    sd = {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in state_dict.items()}
+    -> {"params", "batch_stats"} for `Wav2LipSyncNet`. Conv OIHW -> HWIO.
+
+    Missing, unexpected or mis-shaped keys raise ConversionError (a ValueError) naming them;
+    the `num_batches_tracked` counters may be present or absent.
+    """
     expected = wav2lip_state_dict_shapes()
-    missing = [k for k in expected if k not in sd and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in sd if k not in expected]
-    if missing or unexpected:
-        raise ValueError(
-            f"not a Wav2Lip SyncNet_color state_dict: missing {missing[:5]}"
-            f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
-            f"{'...' if len(unexpected) > 5 else ''}"
-        )
+    sd = check_state_dict(
+        strip_prefixes(state_dict, ("module.",)),
+        expected,
+        what="not a Wav2Lip SyncNet_color state_dict",
+        ignore=[k for k in expected if k.endswith("num_batches_tracked")],
+    )
     params: dict[str, Any] = {}
     stats: dict[str, Any] = {}
-    for key, shape in expected.items():
-        if key.endswith("num_batches_tracked"):
-            continue
-        value = sd[key]
-        if hasattr(value, "detach"):  # torch tensor
-            value = value.detach().cpu().float().numpy()
-        arr = np.asarray(value, dtype=np.float32)
-        if arr.shape != shape:
-            raise ValueError(f"{key}: shape {arr.shape}, SyncNet_color has {shape}")
+    for key, arr in sd.items():
         enc, idx, _, sub, leaf = key.split(".")
         layer, module = f"{enc}_{idx}", f"conv_block_{sub}"
         if sub == "0":
             name = "kernel" if leaf == "weight" else "bias"
-            params.setdefault(layer, {}).setdefault(module, {})[name] = (
-                arr.transpose(2, 3, 1, 0) if leaf == "weight" else arr
-            )
+            params.setdefault(layer, {}).setdefault(module, {})[name] = kernel_to_flax(arr) if leaf == "weight" else arr
         elif leaf in ("weight", "bias"):
             params.setdefault(layer, {}).setdefault(module, {})["scale" if leaf == "weight" else "bias"] = arr
         else:
@@ -222,8 +214,6 @@ def load_wav2lip_syncnet(path: str | os.PathLike[str]) -> dict[str, Any]:
     carries code is refused (ValueError), never executed.
     Returns {"params", "batch_stats"} for `Wav2LipSyncNet`.
     """
-    from diff2lip_jax.convert import load_state_dict_file  # torch only needed here
-
     return wav2lip_variables_from_state_dict(load_state_dict_file(os.fspath(path)))
 
 
