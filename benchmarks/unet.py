@@ -18,12 +18,11 @@ import jax.numpy as jnp
 import optax
 from absl import app, flags
 from common import bench_torch, flops_of, make_inputs, timed
-from ml_collections import config_flags
 
-from diff2lip_jax.cli import default_config
+from diff2lip_jax import cli
 from diff2lip_jax.models import build_unet, init_params
 
-config_flags.DEFINE_config_file("config", default_config("diff2lip", "official"), "model config (config.model)")
+cli.define_config_flag("model config (config.model); default the official model")
 flags.DEFINE_integer("batch", 5, "frames per call")
 flags.DEFINE_integer("repeats", 3, "timed calls after the warm-up")
 flags.DEFINE_string("torch_reference", None, "checkout of the official diff2lip repo to time alongside")

@@ -9,14 +9,39 @@ from collections.abc import Callable
 
 from absl import app, flags, logging
 
-import configs
+# The --config default of diff2lip-generate / diff2lip-convert: the library's official
+# model and diffusion flags, `diff2lip_jax/default_config.py` (a config file loaded by
+# path, so `--config.model.X=V` works alone). Not imported here: it imports jax.
+LIBRARY_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default_config.py")
 
-CONFIG_DIR = os.path.dirname(os.path.abspath(configs.__file__))
 
+def define_config_flag(
+    help_string: str,
+    default: str | None = LIBRARY_CONFIG,
+    *,
+    required: bool = False,
+    name: str = "config",
+    **kwargs,
+) -> flags.FlagHolder:
+    """`--config=FILE.py[:ARG]` (ml_collections `config_flags.DEFINE_config_file`), plus `--config.a.b=V`.
 
-def default_config(name: str, variant: str) -> str:
-    """`<installed configs dir>/<name>.py:<variant>`, usable as a config_flags default."""
-    return f"{os.path.join(CONFIG_DIR, name)}.py:{variant}"
+    Config files are loaded by path, e.g. `--config=configs/diff2lip.py:tiny,losses=sync`
+    (ARG grammar: `diff2lip_jax.config_args`). `default`: the library default
+    (`LIBRARY_CONFIG`: official model + diffusion flags), another FILE.py[:ARG], or None
+    with `required=True` for commands that need a full recipe (the trainers):
+
+        cli.define_config_flag("training config, e.g. configs/diff2lip.py:tiny", None, required=True)
+
+    kwargs go to DEFINE_config_file (lock_config, accept_new_attributes, ...).
+    """
+    from ml_collections import config_flags
+
+    if required and default is not None:
+        raise ValueError("define_config_flag: a required --config has no default")
+    holder = config_flags.DEFINE_config_file(name, default, help_string, **kwargs)
+    if required:
+        flags.mark_flag_as_required(name, flag_values=kwargs.get("flag_values", flags.FLAGS))
+    return holder
 
 
 # Errors a user can fix; they print as one line, never as a traceback.

@@ -188,7 +188,6 @@ def _main(argv):
 def run():
     """Console script `diff2lip-convert`."""
     from absl import flags
-    from ml_collections import config_flags
 
     from diff2lip_jax import cli
 
@@ -197,9 +196,5 @@ def run():
     flags.DEFINE_string("checkpoint", None, "export: model directory (training workdir or import output)")
     flags.DEFINE_integer("step", None, "export: step to export (default: the newest)")
     flags.DEFINE_bool("overwrite", False, "export: replace an existing --out file")
-    config_flags.DEFINE_config_file(
-        "config",
-        cli.default_config("diff2lip", "official"),
-        "import: model flags (config.model); default the official model",
-    )
+    cli.define_config_flag("import: model flags (config.model); default the official model")
     cli.run_app("diff2lip-convert", _main, doc=__doc__)

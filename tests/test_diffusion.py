@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers_config import load_config
 from scipy import integrate, stats
 
 from diff2lip_jax.diffusion import (
@@ -178,9 +179,7 @@ def test_beta_schedules():
 
 
 def test_model_timesteps_and_config():
-    from configs.diff2lip import get_config
-
-    cfg = get_config("tiny")
+    cfg = load_config("diff2lip", "tiny")
     diff = create_diffusion_from_config(cfg)  # whole config: model keys ignored
     assert diff.num_timesteps == 25 and diff.learn_sigma
     train = create_diffusion_from_config(cfg.diffusion, timestep_respacing="")
@@ -428,10 +427,9 @@ def tiny_unet():
     weights are drawn directly because compiling init costs ~15 s on CPU, and because
     the initial zero output layer would make every model output 0.
     """
-    from configs.diff2lip import get_config
     from diff2lip_jax.models import build_unet, init_params
 
-    cfg = get_config("tiny")
+    cfg = load_config("diff2lip", "tiny")
     model = build_unet(cfg.model)
     shapes = jax.eval_shape(lambda k: init_params(model, k), jax.random.key(0))
     rng = np.random.default_rng(7)

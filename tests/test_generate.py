@@ -30,9 +30,9 @@ ENCODING_TOL = 6.0  # grey levels: H.264 (crf 18) of the output plus that of the
 
 
 def tiny_config():
-    from configs.diff2lip import get_config
+    from helpers_config import load_config
 
-    cfg = get_config("tiny")
+    cfg = load_config("diff2lip", "tiny")
     cfg.model.attention_resolutions = "8"  # one attention level: faster to compile
     return cfg
 

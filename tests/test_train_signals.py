@@ -19,8 +19,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOTAL = 6
 
 
-def _run(cmd, env):
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+def _run(cmd, environ):
+    return subprocess.run(cmd, cwd=REPO, env=environ, capture_output=True, text=True, timeout=900)
 
 
 @pytest.mark.slow

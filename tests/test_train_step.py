@@ -6,19 +6,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers_config import config_module, load_config
 
-from configs.diff2lip import LOSS_SETS, get_config
 from diff2lip_jax import parallel
 from diff2lip_jax.models.discriminator import d_loss
 from diff2lip_jax.train.build import build_modules, init_state
 from diff2lip_jax.train.sampling import GRID_COLUMNS, make_sample_fn
 from diff2lip_jax.train.step import generator_losses, make_train_step, sample_timesteps
 
+LOSS_SETS = config_module("diff2lip").LOSS_SETS
 B = 8  # sequences: divisible by the 8 fake devices of the sharding test
 
 
 def tiny_config(losses="gan"):
-    cfg = get_config(f"tiny,losses={losses}")
+    cfg = load_config("diff2lip", f"tiny,losses={losses}")
     cfg.model.attention_resolutions = "8"
     return cfg
 
@@ -123,7 +124,7 @@ def test_sharded_step_on_a_4x2_mesh_matches_one_device(setup):
 def test_sample_grid_columns_are_in_the_stated_order(setup):
     cfg, modules, _, state, _, _, _ = setup
     batch = {k: jnp.asarray(v[:1]) for k, v in random_batch(3).items()}  # 1 sequence: 5 frames
-    cfg = get_config("tiny")
+    cfg = load_config("diff2lip", "tiny")
     cfg.model.attention_resolutions = "8"
     cfg.train.sample_ddim_steps = 2
     columns = dict(zip(GRID_COLUMNS, make_sample_fn(modules.model, cfg)(state.params, batch, jax.random.key(0))))

@@ -15,8 +15,8 @@ import numpy as np
 import optax
 import pytest
 import tensorflow_datasets as tfds
+from helpers_config import load_config
 
-from configs import syncnet as syncnet_config
 from data_pipelines import synthetic
 from data_pipelines.builders import ProcessOptions, make_builder
 from diff2lip_jax import audio, checkpoint
@@ -73,7 +73,7 @@ def _cat(batches: list[dict]) -> dict:
 
 
 def _config(prepared, **train) -> ml_collections.ConfigDict:  # noqa: F821
-    cfg = syncnet_config.get_config("tiny")
+    cfg = load_config("syncnet", "tiny")
     cfg.data.dir = str(prepared)
     cfg.model.update(image_size=SIZE, base_channels=8, embed_dim=32, num_res_blocks=1)
     # Constant lr: a resumed leg with a different num_steps must see the same schedule.

@@ -40,6 +40,17 @@ DIFFUSION_FLAGS = (
     "rescale_timesteps",
 )
 
+# The official Diff2Lip run (`scripts/inference.sh`): 1000 linear steps, learned
+# variance, sampled with 25 DDIM steps (training uses the full process).
+OFFICIAL_DIFFUSION_FLAGS: dict[str, Any] = dict(
+    diffusion_steps=1000,
+    noise_schedule="linear",
+    learn_sigma=True,
+    timestep_respacing="ddim25",
+    predict_xstart=False,
+    rescale_timesteps=False,
+)
+
 # guided-diffusion's defaults for flags a config leaves out.
 _DEFAULTS = dict(
     diffusion_steps=1000,
@@ -100,6 +111,7 @@ def create_diffusion_from_config(cfg: Mapping[str, Any] | Any, **overrides: Any)
 
 __all__ = [
     "DIFFUSION_FLAGS",
+    "OFFICIAL_DIFFUSION_FLAGS",
     "GaussianDiffusion",
     "betas_for_alpha_bar",
     "create_diffusion",

@@ -3,7 +3,7 @@
 Usage:
   diff2lip-generate --checkpoint MODEL --video FACE.mp4 --audio SPEECH.wav --out OUT.mp4
       [--mode cross|reconstruction] [--ddim_steps 25] [--seed 7] [--step N]
-      [--config=configs/diff2lip.py:official --config.model.X=V]   (model flags of a .pt)
+      [--config=configs/diff2lip.py:tiny] [--config.model.X=V]   (model flags of a .pt; default official)
       [--face_detector cascade|s3fd|voxceleb2|box] [--s3fd_weights s3fd.pth]
       [--pads top,bottom,left,right] [--box y1,y2,x1,x2] [--nosmooth]
       [--batch_size 32] [--static] [--fig3_strip STEPS.png] [--paste full|lower] [--overwrite]
@@ -18,7 +18,6 @@ from __future__ import annotations
 import sys
 
 from absl import flags
-from ml_collections import config_flags
 
 from diff2lip_jax import cli
 
@@ -41,11 +40,9 @@ def define_flags() -> None:
     flags.DEFINE_integer("ddim_steps", 25, "DDIM sampling steps (respacing ddimN)")
     flags.DEFINE_integer("seed", 7, "seed of the one start-noise image shared by every frame")
     flags.DEFINE_integer("step", None, "checkpoint step of a model directory (default: the newest)")
-    config_flags.DEFINE_config_file(
-        "config",
-        cli.default_config("diff2lip", "official"),
-        "model flags for a .pt/.safetensors (config.model) and diffusion flags; "
-        "a model directory brings its own model flags",
+    cli.define_config_flag(
+        "model flags for a .pt/.safetensors (config.model) and diffusion flags, default the official ones "
+        "(e.g. --config=configs/diff2lip.py:tiny); a model directory brings its own model flags",
         lock_config=False,
     )
     flags.DEFINE_enum(

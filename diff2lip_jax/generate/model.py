@@ -5,7 +5,7 @@ Checkpoints come in two kinds:
 * a model directory (a `diff2lip-train` workdir or a `diff2lip-convert import`
   output): the EMA params and the model flags travel together (`checkpoint.load_model`);
 * an official PyTorch `.pt`/`.pth` or a `.safetensors` state_dict: the model flags come
-  from a config (`config.model`), by default the official model of `configs/diff2lip.py`.
+  from a config (`config.model`), by default the official model (`diff2lip_jax.default_config`).
 
 The diffusion flags come from `config.diffusion` when a config is given, else the
 official ones (1000 linear steps); sampling always respaces to `ddim{ddim_steps}`.
@@ -32,6 +32,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from diff2lip_jax import checkpoint as ckpt
+from diff2lip_jax import default_config
 from diff2lip_jax.diffusion import DIFFUSION_FLAGS, create_diffusion_from_config
 from diff2lip_jax.models import UNetConfig, build_unet
 
@@ -68,9 +69,7 @@ def load_config(config: Any) -> ml_collections.ConfigDict | None:
 
 
 def _official_config() -> ml_collections.ConfigDict:
-    from configs.diff2lip import get_config
-
-    return get_config("official")
+    return default_config.get_config()  # the official model and diffusion flags
 
 
 def diffusion_flags(config: ml_collections.ConfigDict | None, cfg: UNetConfig) -> tuple[tuple[str, Any], ...]:

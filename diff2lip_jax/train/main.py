@@ -14,7 +14,6 @@ import signal
 import sys
 
 from absl import flags
-from ml_collections import config_flags
 
 from diff2lip_jax import cli
 
@@ -46,8 +45,6 @@ def _main(task: str, argv) -> None:
 
     if len(argv) > 1:
         raise ValueError(f"unexpected arguments {argv[1:]}; use --config=... --workdir=...")
-    if FLAGS.config is None:
-        raise ValueError(f"--config is required, e.g. --config=configs/{task}.py:tiny")
     if not FLAGS.workdir:
         raise ValueError("--workdir is required (checkpoints and metrics go there; an existing workdir is resumed)")
     if task_of(FLAGS.config) != task:
@@ -71,7 +68,7 @@ def _main(task: str, argv) -> None:
 
 
 def _run(task: str) -> None:
-    config_flags.DEFINE_config_file("config", None, f"training config: configs/{task}.py:VARIANT")
+    cli.define_config_flag(f"training config, e.g. configs/{task}.py:tiny", None, required=True)
     flags.DEFINE_string("workdir", None, "checkpoints, config, metrics (TensorBoard) and sample grids")
     cli.run_app(PROGS[task], lambda argv: _main(task, argv), doc=DOCS[task])
 
