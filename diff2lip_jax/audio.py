@@ -22,17 +22,22 @@ import numpy as np
 import scipy.signal
 import soundfile
 
+from diff2lip_jax.constants import (
+    FPS,
+    FRAMES_PER_WINDOW,
+    MEL_STEPS_PER_SECOND,
+    MEL_STEPS_PER_WINDOW,
+    NUM_MELS,
+    SAMPLE_RATE,
+)
+from diff2lip_jax.type_aliases import PathLike
 from diff2lip_jax.video import MediaError, ffmpeg_error_summary, ffmpeg_exe, require_audio
 
-PathLike = str | os.PathLike
-
-# -- constants shared by data preparation, training and generation ---------------------
-SAMPLE_RATE = 16000  # Hz
-FPS = 25  # video frames per second the models are trained at
-NUM_MELS = 80  # mel bands
-MEL_STEP_SIZE = 16  # mel steps per window (0.2 s = 5 video frames)
-MEL_STEPS_PER_SECOND = 80  # SAMPLE_RATE / HOP_SIZE
-SYNCNET_T = 5  # frames per SyncNet / training sequence
+# The shared constants live in diff2lip_jax.constants; SAMPLE_RATE, FPS, NUM_MELS and
+# MEL_STEPS_PER_SECOND are re-exported here. Old names kept as aliases for callers
+# outside this refactor (train/syncnet.py); use the constants' names in new code.
+MEL_STEP_SIZE = MEL_STEPS_PER_WINDOW  # alias: mel steps per window (16)
+SYNCNET_T = FRAMES_PER_WINDOW  # alias: frames per SyncNet / training sequence (5)
 
 # STFT and mel parameters of the official hparams (n_fft == win_size; no LWS).
 N_FFT = 800
@@ -49,8 +54,10 @@ __all__ = [
     "SAMPLE_RATE",
     "FPS",
     "NUM_MELS",
+    "MEL_STEPS_PER_WINDOW",
     "MEL_STEP_SIZE",
     "MEL_STEPS_PER_SECOND",
+    "FRAMES_PER_WINDOW",
     "SYNCNET_T",
     "MediaError",
     "load_audio",
@@ -201,7 +208,7 @@ def _gather(mel: np.ndarray, starts: np.ndarray) -> np.ndarray:
     if mel.ndim != 2 or mel.shape[1] == 0:
         raise ValueError(f"mel must be [num_mels, T] with T > 0, got shape {mel.shape}")
     # Indices past the end repeat the last column (edge padding), so every window is full.
-    idx = np.clip(starts[:, None] + np.arange(MEL_STEP_SIZE)[None, :], 0, mel.shape[1] - 1)
+    idx = np.clip(starts[:, None] + np.arange(MEL_STEPS_PER_WINDOW)[None, :], 0, mel.shape[1] - 1)
     return np.ascontiguousarray(np.moveaxis(mel[:, idx], 0, 1), dtype=np.float32)
 
 

@@ -26,7 +26,8 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-PathLike = str | os.PathLike
+from diff2lip_jax.constants import FPS, SAMPLE_RATE
+from diff2lip_jax.type_aliases import PathLike
 
 __all__ = [
     "MediaError",
@@ -190,7 +191,7 @@ def _read_ppm_header(stream) -> tuple[bytes, int, int] | None:
     return magic + dims + maxval, width, height
 
 
-def iter_frames(path: PathLike, fps: float | None = 25.0, chunk: int = 64) -> Iterator[np.ndarray]:
+def iter_frames(path: PathLike, fps: float | None = float(FPS), chunk: int = 64) -> Iterator[np.ndarray]:
     """Decode a video's frames as RGB chunks, resampled to ``fps``.
 
     Any container/codec ffmpeg reads (mp4, mkv, mov, avi, webm, ...); rotation metadata
@@ -290,7 +291,7 @@ def _frame_chunks(path: PathLike, fps: float | None, chunk: int) -> Iterator[np.
             proc.wait()
 
 
-def read_frames(path: PathLike, fps: float | None = 25.0) -> np.ndarray:
+def read_frames(path: PathLike, fps: float | None = float(FPS)) -> np.ndarray:
     """All frames of a video, uint8 ``[N, H, W, 3]`` RGB (see :func:`iter_frames`).
 
     Holds the whole video in memory; prefer :func:`iter_frames` for long videos.
@@ -335,7 +336,7 @@ class VideoWriter:
     def __init__(
         self,
         path: PathLike,
-        fps: float = 25.0,
+        fps: float = float(FPS),
         audio_path: PathLike | None = None,
         audio: tuple[np.ndarray, int] | None = None,
         crf: int = 18,
@@ -534,9 +535,9 @@ class VideoWriter:
 def write_video(
     path: PathLike,
     frames: np.ndarray | Iterable[np.ndarray],
-    fps: float = 25.0,
+    fps: float = float(FPS),
     audio: np.ndarray | None = None,
-    sample_rate: int = 16000,
+    sample_rate: int = SAMPLE_RATE,
     audio_path: PathLike | None = None,
     crf: int = 18,
 ) -> None:

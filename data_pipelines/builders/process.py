@@ -1,7 +1,7 @@
 """One clip -> one record, in parallel over clips, resumable, with a failure report.
 
 Per clip (:func:`process_clip`): decode at 25 fps in chunks, run the face detector
-chunk by chunk, finish the boxes as :func:`diff2lip_jax.face.detect_faces` does
+chunk by chunk, finish the boxes with :func:`diff2lip_jax.face.track_from_detections`
 (pads, gap filling, the official 5-frame smoothing), crop to 128 x 128 and
 JPEG-encode; decode the audio at 16 kHz and compute the mel spectrogram. Frames are
 kept between the detection pass and the cropping pass while they fit in
@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 
 from data_pipelines.builders.sources import ClipSource
-from diff2lip_jax import audio, face
+from diff2lip_jax import audio, constants, face
 from diff2lip_jax.data import records
 from diff2lip_jax.video import MediaError, iter_frames
 
@@ -91,17 +91,6 @@ class ProcessOptions:
         return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _track(
-    boxes: np.ndarray, found: np.ndarray, detector: face.FaceDetector, opts: ProcessOptions, height: int, width: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Raw per-frame detections -> (boxes [N,4] int64, has_face [N] bool), as detect_faces."""
-    if getattr(detector, "fixed", False):
-        return boxes, found
-    boxes = face.apply_pads(boxes, opts.pads, height, width)
-    boxes, has_face = face.fill_gaps(boxes, found, max_gap=5, height=height, width=width)
-    return (face.smooth_boxes(boxes) if opts.smooth else boxes), has_face
-
-
 def process_clip(src: ClipSource, opts: ProcessOptions, detector: face.FaceDetector) -> dict[str, Any]:
     """Decode, detect, crop and encode one clip: the record (see :func:`records.tfds_features`).
 
@@ -115,7 +104,7 @@ def process_clip(src: ClipSource, opts: ProcessOptions, detector: face.FaceDetec
     raw_found: list[np.ndarray] = []
     kept: list[np.ndarray] | None = []
     kept_bytes, height, width = 0, 0, 0
-    for chunk in iter_frames(src.path, fps=records.FPS, chunk=CHUNK):
+    for chunk in iter_frames(src.path, fps=constants.FPS, chunk=CHUNK):
         height, width = chunk.shape[1:3]
         b, f = detector(chunk)
         raw_boxes.append(np.asarray(b, np.int64))
@@ -134,7 +123,16 @@ def process_clip(src: ClipSource, opts: ProcessOptions, detector: face.FaceDetec
             f"face detected in only {found.mean():.0%} of its {n} frames (need "
             f"--min_face_rate={opts.min_face_rate:g}); try --face_detector=s3fd"
         )
-    boxes, has_face = _track(np.concatenate(raw_boxes), found, detector, opts, height, width)
+    track = face.track_from_detections(
+        np.concatenate(raw_boxes),
+        found,
+        height,
+        width,
+        fixed=getattr(detector, "fixed", False),
+        pads=opts.pads,
+        smooth=opts.smooth,
+    )
+    boxes, has_face = track.boxes, track.has_face
     if not has_face.any():
         raise ClipError(f"no face detected in any of its {n} frames")
     if not records.valid_window_starts(has_face, mel.shape[1]).any():
@@ -142,7 +140,7 @@ def process_clip(src: ClipSource, opts: ProcessOptions, detector: face.FaceDetec
             f"no usable window: needs 5 consecutive face frames (not the first) with audio under "
             f"them and another face frame; {int(has_face.sum())} of {n} frames have a face"
         )
-    chunks = kept if kept is not None else iter_frames(src.path, fps=records.FPS, chunk=CHUNK)
+    chunks = kept if kept is not None else iter_frames(src.path, fps=constants.FPS, chunk=CHUNK)
     jpegs: list[bytes] = []
     params = [cv2.IMWRITE_JPEG_QUALITY, int(opts.jpeg_quality)]
     for chunk in chunks:
@@ -161,7 +159,7 @@ def process_clip(src: ClipSource, opts: ProcessOptions, detector: face.FaceDetec
         "clip_id": src.clip_id,
         "speaker_id": src.speaker_id,
         "source": src.path,
-        "fps": records.FPS,
+        "fps": constants.FPS,
         "num_frames": n,
         "frame_size": np.array([height, width], np.int32),
         "boxes": boxes.astype(np.int32),

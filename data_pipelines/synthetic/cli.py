@@ -33,6 +33,7 @@ import numpy as np
 from absl import flags
 
 from data_pipelines.synthetic.clip import SAMPLE_RATE, Clip, synthesize_clip
+from diff2lip_jax.constants import FPS
 
 PROG = "diff2lip-synth"
 AUDIO_FORMATS = ("wav", "mp3", "m4a")
@@ -56,7 +57,7 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     flags.DEFINE_string("out", None, "Output directory (created; must not be a file).", **fv)
     flags.DEFINE_integer("num_clips", 4, "Number of clips to write (>= 1).", **fv)
     flags.DEFINE_integer("seed", 0, "Dataset seed (>= 0); the same seed gives the same frames and audio.", **fv)
-    flags.DEFINE_float("fps", 25.0, "Video frame rate, 10-60 (the models use 25; 30 tests resampling).", **fv)
+    flags.DEFINE_float("fps", float(FPS), "Video frame rate, 10-60 (the models use 25; 30 tests resampling).", **fv)
     flags.DEFINE_string("size", "256", 'Frame size: "256" (square) or "WxH" such as "320x240"; even, 64-2048.', **fv)
     flags.DEFINE_float("seconds", 3.0, "Duration of every clip in seconds (0 < s <= 600).", **fv)
     flags.DEFINE_string("audio_format", "wav", "Format of the separate audio file: wav, mp3 or m4a.", **fv)
@@ -184,7 +185,7 @@ def generate_dataset(
     out: str | os.PathLike,
     num_clips: int,
     seed: int = 0,
-    fps: float = 25.0,
+    fps: float = float(FPS),
     size: tuple[int, int] = (256, 256),
     seconds: float = 3.0,
     audio_format: str = "wav",

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from data_pipelines.synthetic import faces, voice
+from diff2lip_jax.constants import FPS
 
 SAMPLE_RATE = voice.SAMPLE_RATE
 
@@ -171,7 +172,7 @@ def synthesize_clip(
     seed: int,
     clip_index: int,
     num_identities: int = 4,
-    fps: float = 25.0,
+    fps: float = float(FPS),
     size: tuple[int, int] = (256, 256),
     seconds: float = 3.0,
     render: bool = True,

@@ -25,7 +25,8 @@ import dataclasses
 
 import numpy as np
 
-SAMPLE_RATE = 16000  # Hz; the models' audio rate
+from diff2lip_jax.constants import SAMPLE_RATE  # Hz; the models' audio rate
+
 _HOP = 80  # control-rate step in samples (5 ms): envelopes, f0 and formants live here
 _MAX_HARMONIC_HZ = 6500.0  # harmonics above this carry no useful energy and cost time
 

@@ -22,11 +22,15 @@ import cv2
 import numpy as np
 
 from diff2lip_jax import audio
+from diff2lip_jax.constants import FPS, FRAMES_PER_WINDOW, MEL_STEPS_PER_SECOND, MEL_STEPS_PER_WINDOW, NUM_MELS
+from diff2lip_jax.images import uint8_to_unit
+from diff2lip_jax.type_aliases import PathLike
 
-PathLike = str | os.PathLike
-
-FPS = audio.FPS  # frames per second of every prepared clip
-WINDOW = audio.SYNCNET_T  # frames per training sequence (5)
+# FPS (every prepared clip is 25 fps) and PathLike are re-exported from their homes
+# (diff2lip_jax.constants, diff2lip_jax.type_aliases). Aliases kept for callers outside
+# this refactor (data/pipeline.py, train/syncnet.py); new code uses the new names.
+WINDOW = FRAMES_PER_WINDOW  # alias: frames per training sequence (5)
+to_unit_range = uint8_to_unit  # alias: uint8 [0, 255] -> float32 [-1, 1] (diff2lip_jax.images)
 IMAGE_SIZE = 128  # side of the stored face crops, pixels
 FEATURE_NAMES = (
     "clip_id",
@@ -72,7 +76,7 @@ def tfds_features():
             "boxes": f.Tensor(shape=(None, 4), dtype=np.int32),
             "has_face": f.Tensor(shape=(None,), dtype=np.bool_),
             "frames": f.Tensor(shape=(None,), dtype=np.object_),
-            "mel": f.Tensor(shape=(audio.NUM_MELS, None), dtype=np.float32),
+            "mel": f.Tensor(shape=(NUM_MELS, None), dtype=np.float32),
         }
     )
 
@@ -168,15 +172,15 @@ def valid_window_starts(has_face: np.ndarray, num_mel_steps: int, fps: float = F
     has_face = np.asarray(has_face, bool).reshape(-1)
     n = has_face.size
     valid = np.zeros(n, bool)
-    if n < WINDOW + 1:
+    if n < FRAMES_PER_WINDOW + 1:
         return valid
     # Faces in window [s, s+5) for every s, via a cumulative sum (no Python loop).
     csum = np.concatenate([[0], np.cumsum(has_face)])
-    starts = np.arange(1, n - WINDOW + 1)
-    in_window = csum[starts + WINDOW] - csum[starts]
-    last_start = float(audio.MEL_STEPS_PER_SECOND) * ((starts + WINDOW - 2).astype(np.float64) / float(fps))
-    audio_ok = last_start.astype(np.int64) + audio.MEL_STEP_SIZE <= num_mel_steps
-    valid[starts] = (in_window == WINDOW) & (csum[-1] > WINDOW) & audio_ok
+    starts = np.arange(1, n - FRAMES_PER_WINDOW + 1)
+    in_window = csum[starts + FRAMES_PER_WINDOW] - csum[starts]
+    last_start = float(MEL_STEPS_PER_SECOND) * ((starts + FRAMES_PER_WINDOW - 2).astype(np.float64) / float(fps))
+    audio_ok = last_start.astype(np.int64) + MEL_STEPS_PER_WINDOW <= num_mel_steps
+    valid[starts] = (in_window == FRAMES_PER_WINDOW) & (csum[-1] > FRAMES_PER_WINDOW) & audio_ok
     return valid
 
 
@@ -188,7 +192,7 @@ def window_mels(mel: np.ndarray, start: int, fps: float = FPS) -> tuple[np.ndarr
         ``start .. start+4`` of :func:`diff2lip_jax.audio.frame_mel_windows`;
       sync_mel float32 ``[80, 16]``: :func:`diff2lip_jax.audio.sync_mel_window` at ``start``.
     """
-    frames = np.arange(start, start + WINDOW)
+    frames = np.arange(start, start + FRAMES_PER_WINDOW)
     # frame_mel_windows starts frame f's window where a sync window starting at frame
     # max(f - 1, 0) starts, so only these five windows are gathered, not all N.
     indiv = audio.sync_mel_windows(mel, np.maximum(frames - 1, 0), fps)
@@ -219,11 +223,6 @@ def decode_jpegs(blobs: Sequence[bytes], image_size: int | None = None) -> np.nd
         side = image_size or IMAGE_SIZE
         return np.zeros((0, side, side, 3), np.uint8)
     return out
-
-
-def to_unit_range(images: np.ndarray) -> np.ndarray:
-    """uint8 ``[...]`` in [0, 255] -> float32 in [-1, 1] (``x / 127.5 - 1``)."""
-    return np.asarray(images, np.float32) * np.float32(1 / 127.5) - np.float32(1.0)
 
 
 def text(value: Any) -> str:

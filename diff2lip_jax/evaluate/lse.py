@@ -36,13 +36,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from diff2lip_jax.audio import SAMPLE_RATE, melspectrogram, sync_mel_windows
+from diff2lip_jax.audio import melspectrogram, sync_mel_windows
+from diff2lip_jax.constants import FRAMES_PER_WINDOW, SAMPLE_RATE, SAMPLES_PER_FRAME
 from diff2lip_jax.face import crop_and_resize
-from diff2lip_jax.models.syncnet import NUM_FRAMES, SyncNetExpert, Wav2LipExpert
+from diff2lip_jax.images import uint8_to_unit
+from diff2lip_jax.models.syncnet import SyncNetExpert, Wav2LipExpert
 
 VSHIFT = 15
-FPS = 25
-SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
 SCORER_KINDS = ("ours", "wav2lip", "syncnet_python")
 
 __all__ = [
@@ -123,7 +123,7 @@ def sync_from_embeddings(face_emb: np.ndarray, audio_emb: np.ndarray, vshift: in
 
 def num_sync_windows(num_frames: int, num_samples: int) -> int:
     """Windows the protocol scores: ``min(num_frames, num_samples // 640) - 5`` (may be <= 0)."""
-    return min(int(num_frames), int(num_samples) // SAMPLES_PER_FRAME) - NUM_FRAMES
+    return min(int(num_frames), int(num_samples) // SAMPLES_PER_FRAME) - FRAMES_PER_WINDOW
 
 
 def evaluate_sync(
@@ -151,15 +151,15 @@ def evaluate_sync(
     if n < 1:
         raise ValueError(
             f"clip too short for LSE: {len(frames)} frames and {len(wav) / SAMPLE_RATE:.2f} s of "
-            f"audio; need at least {NUM_FRAMES + 1} frames of both"
+            f"audio; need at least {FRAMES_PER_WINDOW + 1} frames of both"
         )
-    crops = scorer.crop(np.asarray(frames)[: n + NUM_FRAMES - 1], np.asarray(boxes)[: n + NUM_FRAMES - 1])
+    crops = scorer.crop(np.asarray(frames)[: n + FRAMES_PER_WINDOW - 1], np.asarray(boxes)[: n + FRAMES_PER_WINDOW - 1])
     starts = np.arange(n)
     audio = scorer.audio_windows(np.asarray(wav, np.float32), starts)
     face_out, audio_out = [], []
     for s in range(0, n, batch_size):
         idx = starts[s : s + batch_size]
-        windows = crops[idx[:, None] + np.arange(NUM_FRAMES)[None, :]]  # [B, 5, S, S, 3]
+        windows = crops[idx[:, None] + np.arange(FRAMES_PER_WINDOW)[None, :]]  # [B, 5, S, S, 3]
         f, a = scorer.embed(windows, audio[s : s + batch_size])
         face_out.append(np.asarray(f))
         audio_out.append(np.asarray(a))
@@ -224,7 +224,7 @@ def _mel_windows(wav: np.ndarray, start_frames: np.ndarray) -> np.ndarray:
 def _lower_half_pm1(faces: jax.Array) -> jax.Array:
     """uint8 ``[B, 5, S, S, 3]`` -> lower halves float32 ``[B, 5, S/2, S, 3]`` in [-1, 1]."""
     s = faces.shape[2]
-    return faces[:, :, s // 2 :].astype(jnp.float32) / 127.5 - 1.0
+    return uint8_to_unit(faces[:, :, s // 2 :])
 
 
 def _crop_at(size: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:

@@ -3,7 +3,8 @@
 Detectors (`make_detector`): S3FD in Flax (the official detector, weights from
 a local `s3fd.pth`), an offline LBP cascade (default), the official fixed
 VoxCeleb2 crop, and a user box. `detect_faces` turns frames into a `FaceTrack`
-(pads, gap filling, the official 5-frame smoothing); `crop_and_resize` and
+(pads, gap filling, the official 5-frame smoothing: `track_from_detections`,
+which generation and data preparation also use); `crop_and_resize` and
 `paste_back` move faces between frames and 128 px crops.
 
 Frames are [N,H,W,3] uint8 RGB; boxes are int64 (x1, y1, x2, y2), end exclusive.
@@ -29,6 +30,8 @@ from diff2lip_jax.face.s3fd import (
     state_dict_shapes,
 )
 from diff2lip_jax.face.track import (
+    MAX_GAP,
+    SMOOTH_WINDOW,
     FaceTrack,
     apply_pads,
     crop_and_resize,
@@ -37,6 +40,7 @@ from diff2lip_jax.face.track import (
     parse_pads,
     paste_back,
     smooth_boxes,
+    track_from_detections,
 )
 
 __all__ = [
@@ -55,6 +59,8 @@ __all__ = [
     "params_from_state_dict",
     "select_detections",
     "state_dict_shapes",
+    "MAX_GAP",
+    "SMOOTH_WINDOW",
     "FaceTrack",
     "apply_pads",
     "crop_and_resize",
@@ -63,4 +69,5 @@ __all__ = [
     "parse_pads",
     "paste_back",
     "smooth_boxes",
+    "track_from_detections",
 ]

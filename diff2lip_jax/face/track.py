@@ -1,5 +1,10 @@
 """Per-video face boxes (pads, gap filling, smoothing) and crop / paste-back.
 
+:func:`track_from_detections` is the one post-processing of raw detector output
+(pads, gap fill, smoothing) that face detection for evaluation
+(:func:`detect_faces`), generation's streaming face pass and data preparation
+all use.
+
 Box convention everywhere here: int64 (x1, y1, x2, y2), end exclusive, so the
 face is `frame[y1:y2, x1:x2]`. `FaceTrack.official_boxes()` gives the
 (y1, y2, x1, x2) order of the official Diff2Lip `face_detect` results.
@@ -16,6 +21,7 @@ import numpy as np
 from diff2lip_jax.face.detectors import FaceDetector
 
 SMOOTH_WINDOW = 5  # the official get_smoothened_boxes(T=5)
+MAX_GAP = 5  # frames a missed detection may borrow the nearest detected box from
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,34 +123,60 @@ def fill_gaps(
     return boxes[source], distance <= max_gap
 
 
+def track_from_detections(
+    boxes: np.ndarray,
+    found: np.ndarray,
+    height: int,
+    width: int,
+    *,
+    fixed: bool = False,
+    pads: Sequence[int] | str = (0, 0, 0, 0),
+    smooth: bool = True,
+    max_gap: int = MAX_GAP,
+) -> FaceTrack:
+    """Raw detector output -> FaceTrack: the face-box post-processing.
+
+    boxes [N,4] (x1,y1,x2,y2) and found [N] bool from a detector on frames of
+    `height` x `width`. Detector boxes get the pads and are clamped to the frame
+    (official order), frames without a detection borrow the nearest box within
+    `max_gap` frames (else has_face False), then boxes are smoothed over the
+    official 5-frame window when `smooth`. With `fixed` (a fixed-crop detector,
+    as the official VoxCeleb2 crop and Wav2Lip's `--box`) the boxes are used as
+    they are.
+    """
+    boxes, found = np.asarray(boxes, np.int64).reshape(-1, 4), np.asarray(found, bool)
+    if fixed:
+        return FaceTrack(boxes, found)
+    boxes = apply_pads(boxes, pads, height, width)
+    boxes, has_face = fill_gaps(boxes, found, max_gap, height, width)
+    if smooth:
+        boxes = smooth_boxes(boxes)
+    return FaceTrack(boxes, has_face)
+
+
 def detect_faces(
     frames: np.ndarray,
     detector: FaceDetector,
     pads: Sequence[int] | str = (0, 0, 0, 0),
     smooth: bool = True,
-    max_gap: int = 5,
+    max_gap: int = MAX_GAP,
 ) -> FaceTrack:
     """Face boxes for a video: frames [N,H,W,3] uint8 RGB -> FaceTrack.
 
-    Detector boxes get the pads and are clamped to the frame (official order),
-    frames without a detection borrow the nearest box within `max_gap` frames
-    (else has_face False), then boxes are smoothed over the official 5-frame
-    window when `smooth`. Fixed-crop detectors (`detector.fixed`) are used as
-    is, as the official VoxCeleb2 crop and Wav2Lip's `--box` are. A video
-    never fails for faceless frames: check `has_face`.
+    Runs the detector on all frames and post-processes its boxes with
+    :func:`track_from_detections`: pads and clamping, gap filling within
+    `max_gap` frames, the official 5-frame smoothing when `smooth`; fixed-crop
+    detectors (`detector.fixed`) are used as is. A video never fails for
+    faceless frames: check `has_face`.
     """
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"frames must be [N,H,W,3] uint8 RGB, got {frames.shape} {frames.dtype}")
     n, h, w, _ = frames.shape
     boxes, found = detector(frames)
-    if getattr(detector, "fixed", False):
-        return FaceTrack(np.asarray(boxes, np.int64), np.asarray(found, bool))
-    boxes = apply_pads(boxes, pads, h, w)
-    boxes, has_face = fill_gaps(boxes, found, max_gap, h, w)
-    if smooth:
-        boxes = smooth_boxes(boxes)
-    return FaceTrack(boxes, has_face)
+    return track_from_detections(
+        boxes, found, h, w, fixed=getattr(detector, "fixed", False), pads=pads, smooth=smooth, max_gap=max_gap
+    )
 
 
 def _check_boxes(boxes: np.ndarray, n: int) -> np.ndarray:

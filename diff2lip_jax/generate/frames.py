@@ -4,7 +4,7 @@ Memory stays bounded whatever the video length:
 
 * Pass 1 (:func:`scan_faces`) decodes the video in chunks, runs the detector on each
   chunk and keeps only the boxes ([N, 4] int64), then pads, gap-fills and smooths
-  them as `face.detect_faces` does.
+  them with `face.track_from_detections`, as `face.detect_faces` does.
 * Pass 2 (:func:`frames_in_output_order`) decodes the video again and yields frames
   in output order. When the audio outlasts the video, the output plays the video
   back and forth (ping-pong: 0..N-1, N-2..1, 0..N-1, ...). Going backwards needs
@@ -26,12 +26,11 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
-from diff2lip_jax.face import FaceDetector, FaceTrack, apply_pads, fill_gaps, smooth_boxes
+from diff2lip_jax.constants import FPS
+from diff2lip_jax.face import FaceDetector, FaceTrack, track_from_detections
 from diff2lip_jax.video import MediaError, ffmpeg_error_summary, ffmpeg_exe, iter_frames
 
-FPS = 25.0
 SEGMENT_BYTES = 64 << 20  # raw frame bytes per cache segment (host memory when reading it back)
-MAX_GAP = 5  # frames a missed detection may borrow a neighbour's box from (face.detect_faces)
 
 
 def pingpong_source(k: np.ndarray | int, n: int) -> np.ndarray:
@@ -46,18 +45,6 @@ def pingpong_source(k: np.ndarray | int, n: int) -> np.ndarray:
     period = max(2 * n - 2, 1)
     p = k % period
     return np.where(p < n, p, period - p)
-
-
-def track_from_detections(
-    boxes: np.ndarray, found: np.ndarray, fixed: bool, pads: Sequence[int] | str, smooth: bool, height: int, width: int
-) -> FaceTrack:
-    """Raw detector output [N, 4] / [N] -> FaceTrack, the post-processing of `face.detect_faces`."""
-    boxes, found = np.asarray(boxes, np.int64).reshape(-1, 4), np.asarray(found, bool)
-    if fixed:  # fixed crops are used as they are (official VoxCeleb2 crop, Wav2Lip --box)
-        return FaceTrack(boxes, found)
-    boxes = apply_pads(boxes, pads, height, width)
-    boxes, has_face = fill_gaps(boxes, found, MAX_GAP, height, width)
-    return FaceTrack(smooth_boxes(boxes) if smooth else boxes, has_face)
 
 
 def scan_faces(
@@ -88,7 +75,12 @@ def scan_faces(
         if max_frames is not None and count >= max_frames:
             break  # closing the generator stops ffmpeg
     track = track_from_detections(
-        np.concatenate(boxes), np.concatenate(found), getattr(detector, "fixed", False), pads, smooth, *size
+        np.concatenate(boxes),
+        np.concatenate(found),
+        *size,
+        fixed=getattr(detector, "fixed", False),
+        pads=pads,
+        smooth=smooth,
     )
     return track, (int(size[0]), int(size[1]))
 
@@ -141,7 +133,7 @@ class FrameCache:
                 "-s",
                 f"{self.width}x{self.height}",
                 "-r",
-                "25",
+                str(FPS),
                 "-i",
                 "-",
                 "-c:v",

@@ -33,11 +33,12 @@ from jax.sharding import PartitionSpec as P
 
 from diff2lip_jax import checkpoint as ckpt
 from diff2lip_jax import default_config
+from diff2lip_jax.conditioning import FACE_HIDE_PERCENTAGE, lower_half_mask, masked_cond_img
 from diff2lip_jax.diffusion import DIFFUSION_FLAGS, create_diffusion_from_config
+from diff2lip_jax.images import uint8_to_unit, unit_to_uint8_truncate
 from diff2lip_jax.models import UNetConfig, build_unet
 
 STATE_DICT_SUFFIXES = (".pt", ".pth", ".safetensors")
-FACE_HIDE_PERCENTAGE = 0.5  # official: the lower half of the crop is generated
 
 # Traces of the sampler body, for tests and stats: a retrace means a recompilation.
 _TRACES = {"count": 0}
@@ -148,11 +149,6 @@ def batch_mesh(devices: tuple[jax.Device, ...] | None = None) -> Mesh:
     return Mesh(np.asarray(devices), ("batch",), axis_types=(jax.sharding.AxisType.Auto,))
 
 
-def to_uint8(x: jax.Array) -> jax.Array:
-    """[-1, 1] float -> uint8 by truncation, as the official `(normalise(x) * 255).astype(uint8)`."""
-    return (jnp.clip((x + 1.0) * 0.5, 0.0, 1.0) * 255.0).astype(jnp.uint8)
-
-
 class Sampler:
     """The compiled generation step for one batch shape family.
 
@@ -190,21 +186,19 @@ class Sampler:
 
         def run(params, noise, crops, refs, mels):
             _TRACES["count"] += 1  # runs only while tracing
-            img = crops.astype(jnp.float32) / 255.0 * 2.0 - 1.0  # official normalise2(x / 255)
-            ref = jnp.tile(refs.astype(jnp.float32) / 255.0 * 2.0 - 1.0, (1, 1, 1, cfg.nrefer))
-            b, s = img.shape[0], img.shape[1]
-            rows = jnp.arange(s) >= int(s * (1.0 - FACE_HIDE_PERCENTAGE))
-            mask = jnp.broadcast_to(rows[None, :, None, None], (b, s, s, 1)).astype(jnp.float32)
+            img = uint8_to_unit(crops)  # official normalise2(x / 255)
+            ref = jnp.tile(uint8_to_unit(refs), (1, 1, 1, cfg.nrefer))
+            mask = lower_half_mask(img.shape[0], img.shape[1], FACE_HIDE_PERCENTAGE)
             # One noise image for every frame (official --sampling_seed): the start x_T and
             # the fill of cond_img's hidden lower half.
             x_t = jnp.broadcast_to(noise[None], img.shape)
             kwargs = dict(
-                params=params, cond_img=img * (1.0 - mask) + mask * x_t, mask=mask, ref_img=ref, indiv_mels=mels
+                params=params, cond_img=masked_cond_img(img, mask, x_t), mask=mask, ref_img=ref, indiv_mels=mels
             )
             out = diff.ddim_sample_loop(model_fn, x_t, model_kwargs=kwargs, clip_denoised=True, return_intermediates=k)
             # sample * mask + (1 - mask) * input, the known half kept as the exact input bytes
             # (a float round trip could truncate a value to one grey level less).
-            known = lambda x: jnp.where(mask > 0, to_uint8(x), crops)
+            known = lambda x: jnp.where(mask > 0, unit_to_uint8_truncate(x), crops)
             if k:
                 sample, xs, x0s = out
                 return known(sample), known(xs), known(x0s)

@@ -28,7 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from diff2lip_jax.audio import FPS, MEL_STEP_SIZE, SAMPLE_RATE, frame_window_starts, load_audio, melspectrogram
+from diff2lip_jax.audio import frame_window_starts, load_audio, melspectrogram
+from diff2lip_jax.conditioning import first_hidden_row
+from diff2lip_jax.constants import FPS, MEL_STEPS_PER_WINDOW, SAMPLE_RATE
 from diff2lip_jax.face import DETECTOR_KINDS, FaceDetector, crop_and_resize, make_detector, paste_back
 from diff2lip_jax.generate import frames as frames_lib
 from diff2lip_jax.generate import model as model_lib
@@ -154,7 +156,7 @@ class _LipSync:
 def _keep_upper_half(originals: np.ndarray, pasted: np.ndarray, boxes: Sequence[np.ndarray]) -> np.ndarray:
     """Restores each box's upper half (rows above the generated half) from the originals: [N, H, W, 3] uint8."""
     for frame, orig, (x1, y1, x2, y2) in zip(pasted, originals, boxes):
-        top = y1 + int((y2 - y1) * (1.0 - model_lib.FACE_HIDE_PERCENTAGE))
+        top = y1 + first_hidden_row(y2 - y1)
         frame[y1:top, x1:x2] = orig[y1:top, x1:x2]
     return pasted
 
@@ -338,7 +340,7 @@ def generate(
                     continue
                 crop = ref_still if still else crop_and_resize(frame[None], track.boxes[s][None], size)[0]
                 # cross: the reference is the frame itself (official --sampling_ref_type=gt)
-                mel_window = mel[:, np.clip(starts[k] + np.arange(MEL_STEP_SIZE), 0, mel.shape[1] - 1)]
+                mel_window = mel[:, np.clip(starts[k] + np.arange(MEL_STEPS_PER_WINDOW), 0, mel.shape[1] - 1)]
                 lipsync.add(frame, track.boxes[s], crop, crop, mel_window)
             lipsync.close()
     finally:

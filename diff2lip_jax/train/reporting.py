@@ -18,6 +18,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from diff2lip_jax.images import unit_to_uint8_round
+
 
 def notice(text: str) -> None:
     """A status line on stderr, from every process (multi-process runs tell them apart)."""
@@ -93,18 +95,13 @@ class MetricWriter:
             self._tb.close()
 
 
-def to_uint8(images: np.ndarray) -> np.ndarray:
-    """[-1, 1] float -> uint8 [0, 255]."""
-    return np.clip((np.asarray(images, np.float32) + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
-
-
 def save_grid(path: str, columns: Mapping[str, np.ndarray], max_rows: int = 10) -> str:
     """Writes a PNG whose columns are the given [N, H, W, 3] image sets in [-1, 1], one row per image.
 
     Column order is the mapping's order (e.g. masked input | reference | x0_pred |
     DDIM sample | ground truth). Written atomically (temp file + rename).
     """
-    cols = [to_uint8(np.asarray(v)[:max_rows]) for v in columns.values()]
+    cols = [unit_to_uint8_round(np.asarray(v)[:max_rows]) for v in columns.values()]
     rows = [np.concatenate([c[i] for c in cols], axis=1) for i in range(cols[0].shape[0])]
     grid = np.concatenate(rows, axis=0)
     os.makedirs(os.path.dirname(path), exist_ok=True)

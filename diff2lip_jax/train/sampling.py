@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from diff2lip_jax.conditioning import composite, lower_half_mask, model_inputs
 from diff2lip_jax.diffusion import create_diffusion_from_config
-from diff2lip_jax.train.step import lower_half_mask, model_inputs
 
 # Left to right in the PNG. The jitted function returns a tuple in this order: a dict
 # output of jit comes back with its keys sorted, which would scramble the columns.
@@ -45,7 +45,7 @@ def make_sample_fn(model, cfg: ml_collections.ConfigDict) -> Callable:
         sample = short.ddim_sample_loop(
             apply, jax.random.normal(k_sample, x.shape), model_kwargs=dict(kwargs, params=params)
         )
-        known = lambda img: mask * img + (1 - mask) * x
+        known = lambda img: composite(img, x, mask)
         return kwargs["cond_img"], kwargs["ref_img"][..., :3], known(x0), known(sample), x
 
     return fn

@@ -24,12 +24,11 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from diff2lip_jax.conditioning import FACE_HIDE_PERCENTAGE, composite, lower_half_mask, model_inputs
 from diff2lip_jax.diffusion.losses import masked_mean_flat
 from diff2lip_jax.models.discriminator import d_loss, g_gan_loss
 from diff2lip_jax.models.syncnet import SyncExpert, expert_sync_loss
 from diff2lip_jax.train.state import TrainState, generator_lr
-
-NFRAMES = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,32 +44,9 @@ class StepModules:
     d_tx: optax.GradientTransformation  # discriminator optimizer
 
 
-def lower_half_mask(batch: int, size: int, hide: float = 0.5) -> jax.Array:
-    """[batch, size, size, 1] float32, 1 on rows >= int(size * (1 - hide)) (official face_hide_percentage)."""
-    rows = jnp.arange(size) >= int(size * (1.0 - hide))
-    return jnp.broadcast_to(rows[None, :, None, None], (batch, size, size, 1)).astype(jnp.float32)
-
-
 def sample_timesteps(key: jax.Array, num_sequences: int, frames: int, num_timesteps: int) -> jax.Array:
     """One uniform t per sequence, repeated over its frames: int32 [num_sequences * frames]."""
     return jnp.repeat(jax.random.randint(key, (num_sequences,), 0, num_timesteps), frames)
-
-
-def model_inputs(batch: dict, mask: jax.Array, cond_noise: jax.Array) -> tuple[jax.Array, dict]:
-    """Flattens sequences to frames and builds the UNet's conditioning (official tfg_process_batch).
-
-    Returns x_start [B*5, H, W, 3] and model kwargs: cond_img (lower half replaced by
-    Gaussian noise), mask, ref_img (the sequence's reference for each frame), indiv_mels.
-    """
-    b, f, h, w, c = batch["frames"].shape
-    x = batch["frames"].reshape(b * f, h, w, c)
-    ref = jnp.repeat(batch["ref"], f, axis=0) if batch["ref"].ndim == 4 else batch["ref"].reshape(b * f, h, w, -1)
-    return x, dict(
-        cond_img=x * (1.0 - mask) + mask * cond_noise,
-        mask=mask,
-        ref_img=ref,
-        indiv_mels=batch["indiv_mels"].reshape(b * f, *batch["indiv_mels"].shape[2:]),
-    )
 
 
 def generator_losses(
@@ -82,7 +58,7 @@ def generator_losses(
     *,
     modules: StepModules,
     lambdas: ml_collections.ConfigDict,
-    hide: float = 0.5,
+    hide: float = FACE_HIDE_PERCENTAGE,
 ):
     """Weighted generator loss (scalar) and aux (per-term scalars, x0 composite [B,5,H,W,3])."""
     b, f, h, w, c = batch["frames"].shape
@@ -101,7 +77,7 @@ def generator_losses(
     # lower half, clipped to the image range: at large t, x0 = (x_t - sqrt(1-ab) eps)
     # / sqrt(ab) amplifies eps errors ~1/sqrt(ab) (160x at t=999), and unclipped the
     # L2 term would dwarf everything else; clipped, those pixels simply pass no gradient.
-    x0 = mask * jnp.clip(terms["x0_pred"], -1.0, 1.0) + (1.0 - mask) * x_start
+    x0 = composite(jnp.clip(terms["x0_pred"], -1.0, 1.0), x_start, mask)
     x0_seq = x0.reshape(b, f, h, w, c)
     parts = {"simple": jnp.mean(terms["mse"])}
     total = lambdas.simple * parts["simple"]
