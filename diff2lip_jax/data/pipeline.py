@@ -27,9 +27,10 @@ import grain
 import numpy as np
 
 from diff2lip_jax import audio
+from diff2lip_jax.constants import FPS, FRAMES_PER_WINDOW
 from diff2lip_jax.data import records
-
-PathLike = records.PathLike
+from diff2lip_jax.images import uint8_to_unit
+from diff2lip_jax.type_aliases import PathLike
 
 
 class EndlessShuffle(grain.MapDataset):
@@ -94,14 +95,14 @@ class TrainWindows(grain.transforms.MapWithIndex):
         rng = np.random.default_rng((self.seed, self.shard_index, index))
         start = int(rng.choice(starts))
         faces = np.flatnonzero(has_face)
-        outside = faces[(faces < start) | (faces >= start + records.WINDOW)]
+        outside = faces[(faces < start) | (faces >= start + FRAMES_PER_WINDOW)]
         refs = rng.choice(outside, size=self.nrefer, replace=outside.size < self.nrefer)
         blobs = rec["frames"]
-        images = records.decode_jpegs([*blobs[start : start + records.WINDOW], *blobs[refs]], self.image_size)
+        images = records.decode_jpegs([*blobs[start : start + FRAMES_PER_WINDOW], *blobs[refs]], self.image_size)
         indiv_mels, sync_mel = records.window_mels(mel, start)
         return {
-            "frames": images[: records.WINDOW],
-            "ref": images[records.WINDOW] if self.nrefer == 1 else images[records.WINDOW :],
+            "frames": images[:FRAMES_PER_WINDOW],
+            "ref": images[FRAMES_PER_WINDOW] if self.nrefer == 1 else images[FRAMES_PER_WINDOW:],
             "indiv_mels": indiv_mels,
             "sync_mel": sync_mel,
             "clip_index": np.int32(clip_index),
@@ -117,7 +118,7 @@ class ImagesToUnitRange(grain.transforms.Map):
     def map(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = dict(batch)
         for key in ("frames", "ref"):
-            out[key] = records.to_unit_range(batch[key])
+            out[key] = uint8_to_unit(batch[key])
         return out
 
 
@@ -138,8 +139,8 @@ class WholeClip(grain.transforms.Map):
             "clip_index": int(clip_index),
             "fps": int(rec["fps"]),
             "frame_size": np.asarray(rec["frame_size"], np.int32),
-            "frames": records.to_unit_range(records.decode_jpegs(rec["frames"], self.image_size)),
-            "indiv_mels": audio.frame_mel_windows(rec["mel"], n, records.FPS),
+            "frames": uint8_to_unit(records.decode_jpegs(rec["frames"], self.image_size)),
+            "indiv_mels": audio.frame_mel_windows(rec["mel"], n, FPS),
             "mel": rec["mel"],
             "has_face": np.asarray(rec["has_face"], bool),
             "boxes": np.asarray(rec["boxes"], np.int32),

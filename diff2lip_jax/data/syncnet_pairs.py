@@ -20,17 +20,20 @@ import grain
 import numpy as np
 
 from diff2lip_jax import audio
+from diff2lip_jax.constants import FPS, FRAMES_PER_WINDOW, MEL_STEPS_PER_SECOND, MEL_STEPS_PER_WINDOW
 from diff2lip_jax.data import pipeline, records
+from diff2lip_jax.images import uint8_to_unit
+from diff2lip_jax.type_aliases import PathLike
 
 
-def mel_window_ok(num_frames: int, num_mel_steps: int, fps: float = records.FPS) -> np.ndarray:
+def mel_window_ok(num_frames: int, num_mel_steps: int, fps: float = FPS) -> np.ndarray:
     """bool ``[N]``: frame ``f`` may start a sync mel window (5 frames and a full 16-step window fit).
 
     Same start index as :func:`diff2lip_jax.audio.sync_mel_window`: ``int(80 f / fps)``.
     """
     f = np.arange(num_frames)
-    start = (float(audio.MEL_STEPS_PER_SECOND) * (f.astype(np.float64) / float(fps))).astype(np.int64)
-    return (f + records.WINDOW <= num_frames) & (start + audio.MEL_STEP_SIZE <= num_mel_steps)
+    start = (float(MEL_STEPS_PER_SECOND) * (f.astype(np.float64) / float(fps))).astype(np.int64)
+    return (f + FRAMES_PER_WINDOW <= num_frames) & (start + MEL_STEPS_PER_WINDOW <= num_mel_steps)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,7 +129,9 @@ class SyncPairs(grain.transforms.MapWithIndex):
             mel_start = int(rng.choice(mel_starts[np.abs(mel_starts - start) >= self.min_offset]))
         else:
             mel_start = int(rng.choice(mel_starts))
-        frames = self.augment(records.decode_jpegs(rec["frames"][start : start + records.WINDOW], self.image_size), rng)
+        frames = self.augment(
+            records.decode_jpegs(rec["frames"][start : start + FRAMES_PER_WINDOW], self.image_size), rng
+        )
         return {
             "faces": frames[:, self.image_size // 2 :],  # lower halves, rows [S/2, S)
             "mel": audio.sync_mel_window(mel_rec["mel"], mel_start),
@@ -143,11 +148,11 @@ class FacesToUnitRange(grain.transforms.Map):
     """uint8 ``faces`` -> float32 in [-1, 1], once per batch."""
 
     def map(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {**batch, "faces": records.to_unit_range(batch["faces"])}
+        return {**batch, "faces": uint8_to_unit(batch["faces"])}
 
 
 def sync_dataset(
-    data_dir: records.PathLike,
+    data_dir: PathLike,
     split: str,
     global_batch_size: int,
     seed: int,

@@ -28,12 +28,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from diff2lip_jax.constants import FRAMES_PER_WINDOW
 from diff2lip_jax.torch_io import check_state_dict, kernel_to_flax, load_state_dict_file, strip_prefixes
 
 Dtype = Any
 Variables = Mapping[str, Any]
 
-NUM_FRAMES = 5  # syncnet_T
+NUM_FRAMES = FRAMES_PER_WINDOW  # syncnet_T: the frames a window shows
 WAV2LIP_FACE_SIZE = (48, 96)  # lower half of Wav2Lip's 96x96 crops, (H, W)
 
 # Wav2Lip layers: (out_channels, kernel, stride, padding, residual).

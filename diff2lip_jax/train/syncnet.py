@@ -20,9 +20,9 @@ import optax
 from absl import logging
 
 from diff2lip_jax import checkpoint, parallel
+from diff2lip_jax.constants import FRAMES_PER_WINDOW
 from diff2lip_jax.data import records
 from diff2lip_jax.data.syncnet_pairs import Augment, sync_dataset
-from diff2lip_jax.models.syncnet import NUM_FRAMES as FRAMES_PER_WINDOW
 from diff2lip_jax.models.syncnet import SyncNet, cosine_similarity, stack_frames, sync_accuracy, sync_loss
 from diff2lip_jax.train.state import lr_schedule
 from diff2lip_jax.train.task import Report, Task, close_iterator
