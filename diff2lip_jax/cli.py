@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging as std_logging
 import os
 import sys
 from collections.abc import Callable
@@ -78,6 +79,8 @@ def quiet_libraries() -> None:
     """Keeps orbax/jax INFO chatter off the console unless the user asked (-v / --verbosity)."""
     if "verbosity" in flags.FLAGS and not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
+        # Warnings read as the console's other lines ("warning: ..."), not as absl's log records.
+        logging.get_absl_handler().setFormatter(std_logging.Formatter("%(levelname)s: %(message)s"))
 
 
 def run_app(prog: str, main: Callable, argv: list[str] | None = None, doc: str | None = None) -> None:
