@@ -31,7 +31,7 @@ from diff2lip_jax.constants import (
     SAMPLE_RATE,
 )
 from diff2lip_jax.type_aliases import PathLike
-from diff2lip_jax.video import MediaError, ffmpeg_error_summary, ffmpeg_exe, require_audio
+from diff2lip_jax.video import MediaError, ffmpeg_command, ffmpeg_error_summary, require_audio
 
 # The shared constants live in diff2lip_jax.constants; SAMPLE_RATE, FPS, NUM_MELS and
 # MEL_STEPS_PER_SECOND are re-exported here. Old names kept as aliases for callers
@@ -96,11 +96,7 @@ def load_audio(path: PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
     info = require_audio(path)
     native_sr = info.audio_sample_rate or sr
     cmd = [
-        ffmpeg_exe(),
-        "-hide_banner",
-        "-nostdin",
-        "-loglevel",
-        "error",
+        *ffmpeg_command(),
         "-i",
         os.fspath(path),
         "-map",

@@ -32,6 +32,7 @@ from diff2lip_jax.type_aliases import PathLike
 __all__ = [
     "MediaError",
     "VideoInfo",
+    "ffmpeg_command",
     "ffmpeg_exe",
     "probe",
     "require_video",
@@ -74,6 +75,11 @@ def ffmpeg_exe() -> str:
     import imageio_ffmpeg
 
     return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def ffmpeg_command() -> list[str]:
+    """The start of every ffmpeg call of ours: the binary, no banner, no stdin, errors only."""
+    return [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error"]
 
 
 def ffmpeg_error_summary(stderr: bytes) -> str:
@@ -228,11 +234,7 @@ def _frame_chunks(path: PathLike, fps: float | None, chunk: int) -> Iterator[np.
     """
     vf = ["-vf", f"fps={float(fps)!r}"] if fps is not None else ["-fps_mode", "passthrough"]
     cmd = [
-        ffmpeg_exe(),
-        "-hide_banner",
-        "-nostdin",
-        "-loglevel",
-        "error",
+        *ffmpeg_command(),
         "-i",
         os.fspath(path),
         "-map",
@@ -394,11 +396,7 @@ class VideoWriter:
             self._video_tmp = self._temp("video")
             pad = ["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2"] if height % 2 or width % 2 else []
             cmd = [
-                ffmpeg_exe(),
-                "-hide_banner",
-                "-nostdin",
-                "-loglevel",
-                "error",
+                *ffmpeg_command(),
                 "-y",
                 "-f",
                 "rawvideo",
@@ -463,11 +461,7 @@ class VideoWriter:
             if audio_in is not None:
                 final = self._temp("mux")
                 cmd = [
-                    ffmpeg_exe(),
-                    "-hide_banner",
-                    "-nostdin",
-                    "-loglevel",
-                    "error",
+                    *ffmpeg_command(),
                     "-y",
                     "-i",
                     str(self._video_tmp),

@@ -28,7 +28,7 @@ import numpy as np
 
 from diff2lip_jax.constants import FPS
 from diff2lip_jax.face import FaceDetector, FaceTrack, track_from_detections
-from diff2lip_jax.video import MediaError, ffmpeg_error_summary, ffmpeg_exe, iter_frames
+from diff2lip_jax.video import MediaError, ffmpeg_command, ffmpeg_error_summary, iter_frames
 
 SEGMENT_BYTES = 64 << 20  # raw frame bytes per cache segment (host memory when reading it back)
 
@@ -120,11 +120,7 @@ class FrameCache:
         if self._proc is None:
             self._errf = tempfile.TemporaryFile()
             cmd = [
-                ffmpeg_exe(),
-                "-hide_banner",
-                "-nostdin",
-                "-loglevel",
-                "error",
+                *ffmpeg_command(),
                 "-y",
                 "-f",
                 "rawvideo",
