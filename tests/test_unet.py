@@ -51,6 +51,7 @@ def small_inputs(small_golden):
     )
 
 
+@pytest.mark.slow  # ~44 s: builds the full-size official config
 def test_official_config_state_dict_layout(reference_dir):
     ref = json.loads((reference_dir / "official_tfg_state_dict.json").read_text())
     model = build_unet(ref["config"])
@@ -159,6 +160,7 @@ def _unflat(template, rng):
     return unflatten_dict({k: rng.standard_normal(v.shape).astype(np.float32) for k, v in template.items()})
 
 
+@pytest.mark.slow  # 19-28 s per flag variant (compiles each)
 @pytest.mark.parametrize(
     "extra",
     [
