@@ -12,6 +12,7 @@ import subprocess
 import numpy as np
 import pytest
 import soundfile
+from helpers import rel_l2, rng_for
 
 from diff2lip_jax import audio
 from diff2lip_jax.video import MediaError, ffmpeg_exe
@@ -24,15 +25,11 @@ def _ffmpeg(*args: str) -> None:
     subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args], check=True)
 
 
-def _rel_l2(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
-
-
 @pytest.fixture(scope="module")
-def media(tmp_path_factory) -> dict:
+def media(tmp_path_factory, request) -> dict:
     """A 2.0 s stereo 44.1 kHz chirp as wav, m4a (AAC) and mp3, plus broken inputs."""
     d = tmp_path_factory.mktemp("audio_media")
-    rng = np.random.default_rng()
+    rng = rng_for(request.node.nodeid)
     sr, dur = 44100, 2.0
     t = np.arange(int(sr * dur)) / sr
     f0 = rng.uniform(200, 400)
@@ -62,11 +59,10 @@ def test_mel_matches_official_golden(reference_dir: pathlib.Path) -> None:
     golden = np.load(reference_dir / "mel_golden.npz")
     mel = audio.melspectrogram(golden["wav"])
     assert mel.dtype == np.float32 and mel.shape == golden["mel"].shape
-    assert _rel_l2(mel, golden["mel"]) < 1e-5
+    assert rel_l2(mel, golden["mel"]) < 1e-5
 
 
-def test_mel_shape_and_range() -> None:
-    rng = np.random.default_rng()
+def test_mel_shape_and_range(rng) -> None:
     n = int(rng.integers(8000, 24000))
     mel = audio.melspectrogram(rng.standard_normal(n).astype(np.float32) * 0.1)
     assert mel.shape == (audio.NUM_MELS, n // 200 + 1)
@@ -85,8 +81,7 @@ def _official_indiv_mels(mel: np.ndarray, fps: float = 25.0) -> list:
         i += 1
 
 
-def test_frame_windows_follow_official_convention() -> None:
-    rng = np.random.default_rng()
+def test_frame_windows_follow_official_convention(rng) -> None:
     mel = rng.standard_normal((80, int(rng.integers(100, 140)))).astype(np.float32)
     official = _official_indiv_mels(mel)
     num_frames = len(official) + 6  # some frames past the audio: need edge padding
@@ -109,15 +104,14 @@ def test_frame_windows_follow_official_convention() -> None:
     np.testing.assert_array_equal(win[f, :, valid:], np.repeat(mel[:, -1:], 16 - valid, axis=1))
 
 
-def test_frame_windows_beyond_audio_are_all_last_column() -> None:
-    mel = np.random.default_rng().standard_normal((80, 20)).astype(np.float32)
+def test_frame_windows_beyond_audio_are_all_last_column(rng) -> None:
+    mel = rng.standard_normal((80, 20)).astype(np.float32)
     win = audio.frame_mel_windows(mel, 40)
     assert win.shape == (40, 80, 16)
     np.testing.assert_array_equal(win[-1], np.repeat(mel[:, -1:], 16, axis=1))
 
 
-def test_sync_window_start() -> None:
-    rng = np.random.default_rng()
+def test_sync_window_start(rng) -> None:
     mel = rng.standard_normal((80, 200)).astype(np.float32)
     for start_frame in [0, 1, 7, 13, 40]:
         s = int(80 * start_frame / 25)
@@ -130,8 +124,8 @@ def test_sync_window_start() -> None:
     np.testing.assert_array_equal(tail[:, 8:], np.repeat(mel[:, -1:], 8, axis=1))
 
 
-def test_load_wav_at_native_rate_is_exact(tmp_path: pathlib.Path) -> None:
-    wav = (np.random.default_rng().standard_normal(SR) * 0.1).astype(np.float32)
+def test_load_wav_at_native_rate_is_exact(tmp_path: pathlib.Path, rng) -> None:
+    wav = (rng.standard_normal(SR) * 0.1).astype(np.float32)
     path = tmp_path / "x.wav"
     audio.save_wav(path, wav, subtype="FLOAT")
     back = audio.load_audio(path)
@@ -149,7 +143,7 @@ def test_load_audio_resamples_and_downmixes(media: dict, key: str) -> None:
     assert abs(len(wav) - len(expected)) <= ONE_FRAME
     if key == "wav44":  # lossless source: only the resampler's error (soxr: ~1e-7; edges excluded)
         mid = slice(ONE_FRAME, len(expected) - ONE_FRAME)
-        assert _rel_l2(wav[mid], expected[mid]) < 1e-4
+        assert rel_l2(wav[mid], expected[mid]) < 1e-4
     else:  # lossy codecs: same signal, aligned, at the right level
         n = min(len(wav), len(expected))
         corr = np.dot(wav[:n], expected[:n]) / (np.linalg.norm(wav[:n]) * np.linalg.norm(expected[:n]))

@@ -8,6 +8,7 @@ import zlib
 
 import numpy as np
 import pytest
+from helpers import one_line_error
 
 torch = pytest.importorskip("torch")
 
@@ -69,12 +70,7 @@ def test_model_flags_travel_with_the_checkpoint(imported):
     assert meta["model"]["num_channels"] == 32 and meta["model"]["num_res_blocks"] == 1
 
 
-def bad(result):
-    """A user error: exit 2, one line on stderr naming the problem, no traceback."""
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.returncode == 2, result.stderr
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    return lines[0]
+bad = one_line_error  # a user error: exit 2, one line on stderr naming the problem, no traceback
 
 
 def test_pickled_code_is_refused(tmp_path):

@@ -8,10 +8,9 @@ import pathlib
 import grain
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
+from helpers import prepare_box_dataset
 
 from data_pipelines import synthetic
-from data_pipelines.builders import ProcessOptions, make_builder
 from diff2lip_jax import audio
 from diff2lip_jax import data as d2l_data
 
@@ -31,15 +30,7 @@ def synth_dir(tmp_path_factory) -> pathlib.Path:
 def prepared(synth_dir, tmp_path_factory) -> pathlib.Path:
     """The clips prepared into one "train" split (fixed box: fast and deterministic)."""
     out = tmp_path_factory.mktemp("prepared")
-    tfds.disable_progress_bar()
-    builder = make_builder(
-        "local_videos",
-        data_dir=str(out),
-        source=str(synth_dir),
-        split="train",
-        options=ProcessOptions(face_detector="box", box=(8, 124, 8, 120)),
-    )
-    builder.download_and_prepare()
+    builder = prepare_box_dataset(synth_dir, out, split="train")
     assert builder.run_result.count("new") == NUM_CLIPS
     return out
 

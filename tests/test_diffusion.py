@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import rel_l2
 from helpers_config import load_config
 from scipy import integrate, stats
 
@@ -27,11 +28,6 @@ from diff2lip_jax.diffusion import (
 
 GOLDEN_SAMPLE_RTOL = 1e-5  # relative L2, the reference README's bound for the sampler
 SHARDED_ATOL = 1e-5
-
-
-def rel_l2(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
 def nchw_to_nhwc(a: np.ndarray) -> jnp.ndarray:

@@ -10,12 +10,11 @@ import json
 import math
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import scipy.linalg
+from helpers import finish, one_line_error, rel_l2, start_module
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from diff2lip_jax.evaluate import fid as fid_lib
@@ -27,10 +26,6 @@ torch = pytest.importorskip("torch")
 tnn, F = torch.nn, torch.nn.functional
 
 RTOL = 1e-4  # relative L2 for a float32 network port (shared/reference/README.md)
-
-
-def rel_l2(out, ref) -> float:
-    return float(np.linalg.norm(np.asarray(out, np.float64) - ref) / np.linalg.norm(ref))
 
 
 # --------------------------------------------------------------------------- PSNR, SSIM
@@ -592,15 +587,10 @@ def test_toy_run_reconstruction_and_cross_json_and_table(toy_data, random_incept
 
 
 def _cli(*args, env=None):
-    return subprocess.Popen(
-        [sys.executable, "-m", "diff2lip_jax.evaluate.cli", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    return start_module("diff2lip_jax.evaluate.cli", *args, env=env)
 
 
+@pytest.mark.slow  # ~23 s: 9 CLI processes
 def test_cli_toy_run_and_bad_inputs(toy_data, tmp_path):
     (tmp_path / "toy_lms.py").write_text(  # a --landmarks plug-in: the toy model above
         "import numpy as np\n_TEMPLATE = np.stack([np.linspace(10, 60, 68), np.linspace(20, 90, 68)], axis=1)\n"
@@ -639,11 +629,9 @@ def test_cli_toy_run_and_bad_inputs(toy_data, tmp_path):
     procs = {name: _cli(*case) for name, case in bad_cases.items()}
     errors = {}
     for name, proc in procs.items():
-        stdout, stderr = proc.communicate(timeout=120)
-        assert proc.returncode == 2, (name, stderr)
-        lines = stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("diff2lip-evaluate: error:"), (name, stderr)
-        errors[name] = stderr
+        result = finish(proc, timeout=120)
+        one_line_error(result, "diff2lip-evaluate: error:", context=name)
+        errors[name] = result.stderr
     assert (
         fid_lib.FID_WEIGHTS_FILE in errors["fid without weights"]
         and "github.com/mseitzer" in errors["fid without weights"]

@@ -13,14 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import skimage.data
+from helpers import rel_l2
 
 from diff2lip_jax import face
 
 RTOL = 1e-4  # relative L2 for a float32 port of a network (shared/reference/README.md)
-
-
-def rel_l2(out: np.ndarray, ref: np.ndarray) -> float:
-    return float(np.linalg.norm(np.asarray(out, np.float64) - ref) / np.linalg.norm(ref))
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:

@@ -9,13 +9,12 @@ import json
 import math
 import os
 import pathlib
-import subprocess
-import sys
 
 import cv2
 import numpy as np
 import pytest
 from flax.traverse_util import flatten_dict, unflatten_dict
+from helpers import one_line_error, run_module
 
 from diff2lip_jax.audio import SAMPLE_RATE, load_audio, save_wav
 from diff2lip_jax.generate import frames as frames_lib
@@ -329,22 +328,10 @@ def test_bad_inputs_raise_and_leave_nothing(clip, model_dir, tmp_path):
 
 
 def cli(*args):
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    return subprocess.run(
-        [sys.executable, "-m", "diff2lip_jax.generate", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
+    return run_module("diff2lip_jax.generate", *args, timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"))
 
 
-def one_line_error(result):
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.returncode == 2, result.stderr
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    assert lines[0].startswith("diff2lip-generate: error: ")
-    return lines[0]
+ERROR = "diff2lip-generate: error: "
 
 
 def test_cli_bad_inputs_exit_2_with_one_line(clip, model_dir, tmp_path):
@@ -366,8 +353,8 @@ def test_cli_bad_inputs_exit_2_with_one_line(clip, model_dir, tmp_path):
         DDIM,
         "--noprogress",
     ]
-    line = one_line_error(cli("--video", tmp_path / "missing.mp4", "--audio", clip["audio"], *common))
+    line = one_line_error(cli("--video", tmp_path / "missing.mp4", "--audio", clip["audio"], *common), ERROR)
     assert "no such file" in line
-    line = one_line_error(cli("--video", clip["video"], "--audio", silent, *common))
+    line = one_line_error(cli("--video", clip["video"], "--audio", silent, *common), ERROR)
     assert "no audio stream" in line
     assert leftovers(outdir) == []

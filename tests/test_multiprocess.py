@@ -4,9 +4,12 @@ import os
 import re
 import subprocess
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow  # ~140 s: two processes each compile and train
 def test_two_process_training(prepared_dataset, tmp_path):
     env = dict(os.environ)
     env.pop("XLA_FLAGS", None)  # one CPU device per process

@@ -7,12 +7,12 @@ import os
 import pathlib
 import shutil
 import subprocess
-import sys
 
 import grain
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from helpers import one_line_error, run_module
 
 from data_pipelines import synthetic
 from data_pipelines.builders import (
@@ -184,8 +184,7 @@ def test_worker_processes_give_the_same_records(synth_dir, tmp_path):
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "data_pipelines.preprocess", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    return run_module("data_pipelines.preprocess", *args, timeout=180)
 
 
 def test_cli_end_to_end_with_cascade_and_failure_report(synth_dir, tmp_path):
@@ -216,10 +215,7 @@ def test_cli_bad_input_is_one_line_exit_2_nothing_written(case, tmp_path, synth_
         "out_is_file": ["--input", str(synth_dir), "--out", str(synth_dir / "manifest.json")],
         "empty_input": ["--input", str(tmp_path), "--out", str(out)],
     }[case]
-    proc = _cli(*args)
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("diff2lip-preprocess: error: ") and "Traceback" not in proc.stderr
+    one_line_error(_cli(*args), "diff2lip-preprocess: error: ")
     assert not out.exists()
 
 

@@ -14,14 +14,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import rel_l2
 
 from diff2lip_jax.models import syncnet as S
 
 RTOL = 1e-4  # relative L2 for a float32 port of a network (shared/reference/README.md)
-
-
-def rel_l2(out, ref) -> float:
-    return float(np.linalg.norm(np.asarray(out, np.float64) - ref) / np.linalg.norm(ref))
 
 
 # --------------------------------------------------------------------------- Wav2Lip golden

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import pathlib
 import subprocess
-import sys
 
 import numpy as np
 import pytest
+from helpers import finish, one_line_error, run_module, start_module
 
 from data_pipelines import synthetic
 from diff2lip_jax.audio import load_audio
@@ -18,8 +18,7 @@ SR = 16000
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "data_pipelines.synthetic", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    return run_module("data_pipelines.synthetic", *args, timeout=120)
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -164,19 +163,7 @@ def test_bad_inputs_fail_with_one_line(tmp_path):
         ["--out", out, "--fps", "abc"],
         ["--num_clips", "2"],
     ]
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "data_pipelines.synthetic", *c],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for c in cases
-    ]
+    procs = [start_module("data_pipelines.synthetic", *c) for c in cases]
     for case, proc in zip(cases, procs):
-        stdout, stderr = proc.communicate(timeout=60)
-        assert proc.returncode == 2, (case, stderr)
-        lines = stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("diff2lip-synth: error:"), (case, stderr)
-        assert "Traceback" not in stderr + stdout
+        one_line_error(finish(proc, timeout=60), "diff2lip-synth: error:", context=case)
     assert not (tmp_path / "new").exists()

@@ -54,6 +54,7 @@ def raw_state(workdir):
     return step, tree
 
 
+@pytest.mark.slow  # ~170 s: three training runs
 def test_sigkill_and_resume_equals_uninterrupted(prepared_dataset, env, tmp_path):
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     total = 6

@@ -14,11 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-import tensorflow_datasets as tfds
+from helpers import one_line_error, prepare_box_dataset
 from helpers_config import load_config
 
 from data_pipelines import synthetic
-from data_pipelines.builders import ProcessOptions, make_builder
 from diff2lip_jax import audio, checkpoint
 from diff2lip_jax import data as d2l_data
 from diff2lip_jax.checkpoint import load_syncnet, read_syncnet_meta
@@ -39,16 +38,7 @@ def prepared(tmp_path_factory) -> pathlib.Path:
     raw = tmp_path_factory.mktemp("synth")
     synthetic.generate_dataset(raw, num_clips=6, seed=5, size=(128, 128), seconds=2.0, identities=4)
     out = tmp_path_factory.mktemp("prepared")
-    tfds.disable_progress_bar()
-    builder = make_builder(
-        "local_videos",
-        data_dir=str(out),
-        source=str(raw),
-        split="auto",
-        val_fraction=0.25,
-        options=ProcessOptions(face_detector="box", box=(8, 124, 8, 120)),
-    )
-    builder.download_and_prepare()
+    prepare_box_dataset(raw, out, split="auto", val_fraction=0.25)
     return out
 
 
@@ -169,6 +159,7 @@ def test_bad_pair_options(prepared):
         next(iter(P.sync_dataset(prepared, "train", 8, 0, image_size=SIZE, min_offset=60, shard_options=ONE)))
 
 
+@pytest.mark.slow  # ~31 s of training steps
 def test_steps_lower_the_loss(prepared):
     cfg = _config(prepared)
     module = T.build_module(cfg)
@@ -223,6 +214,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # the workdirs fixture trains 3 runs: ~85 s
 def test_cli_trains_and_reports_accuracy(workdirs):
     full, _, cli = workdirs
     assert cli.returncode == 0, cli.stderr[-2000:]
@@ -231,6 +223,7 @@ def test_cli_trains_and_reports_accuracy(workdirs):
     assert (full / "tensorboard").is_dir()
 
 
+@pytest.mark.slow  # the workdirs fixture trains 3 runs: ~85 s
 def test_resume_matches_an_uninterrupted_run(workdirs):
     full, split, _ = workdirs
     assert checkpoint.latest_step(str(split)) == 6
@@ -242,6 +235,7 @@ def test_resume_matches_an_uninterrupted_run(workdirs):
     assert max(jax.tree.leaves(jax.tree.map(lambda x, y: float(np.max(np.abs(x - y))), a, c))) > 1e-6
 
 
+@pytest.mark.slow  # the workdirs fixture trains 3 runs: ~85 s
 def test_load_syncnet_as_expert(workdirs, tmp_path):
     full, _, _ = workdirs
     module, variables = load_syncnet(str(full))
@@ -265,7 +259,5 @@ def test_load_syncnet_as_expert(workdirs, tmp_path):
 )
 def test_cli_bad_input_is_one_line(tmp_path, args, message):
     workdir = [f"--workdir={tmp_path / 'w'}"] if args else []
-    proc = _cli("--config=configs/syncnet.py:tiny", *workdir, *args)
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("diff2lip-train-syncnet: error:") and message in lines[0], lines
+    line = one_line_error(_cli("--config=configs/syncnet.py:tiny", *workdir, *args), "diff2lip-train-syncnet: error:")
+    assert message in line, line

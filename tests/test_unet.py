@@ -9,15 +9,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax.traverse_util import flatten_dict
+from helpers import rel_l2
 
 from diff2lip_jax.convert import flax_to_torch, torch_key, torch_to_flax
 from diff2lip_jax.models import UNetConfig, abstract_params, build_unet, init_params
 
 RTOL_NETWORK = 1e-4  # relative L2 for a float32 port (shared/reference/README.md)
-
-
-def rel_l2(a, b):
-    return float(np.linalg.norm(np.asarray(a, np.float64) - b) / np.linalg.norm(b))
 
 
 def nhwc(a):
@@ -54,6 +51,7 @@ def small_inputs(small_golden):
     )
 
 
+@pytest.mark.slow  # ~44 s: builds the full-size official config
 def test_official_config_state_dict_layout(reference_dir):
     ref = json.loads((reference_dir / "official_tfg_state_dict.json").read_text())
     model = build_unet(ref["config"])
@@ -72,9 +70,8 @@ def test_small_golden_output(small_golden, small_inputs):
     assert rel_l2(np.asarray(out).transpose(0, 3, 1, 2), z["out"]) < RTOL_NETWORK
 
 
-def test_torch_flax_torch_round_trip_is_exact(small_golden):
+def test_torch_flax_torch_round_trip_is_exact(small_golden, rng):
     meta, _, _ = small_golden
-    rng = np.random.default_rng()
     sd = {k: rng.standard_normal(s).astype(np.float32) for k, s in meta["state_dict"]}
     back = flax_to_torch(torch_to_flax(sd, meta), meta)
     assert list(back) == list(sd)
@@ -146,12 +143,11 @@ FLAG_GRID = [
 
 
 @pytest.mark.parametrize("extra", FLAG_GRID, ids=lambda e: ",".join(f"{k}={v}" for k, v in e.items()) or "base")
-def test_flag_combinations_convert_exactly(extra):
+def test_flag_combinations_convert_exactly(extra, rng):
     flags = {**TINY, "image_size": 64, "attention_resolutions": "16,8", **extra}
     template = flatten_dict(abstract_params(flags))
     keys = [torch_key(p) for p in template]
     assert len(set(keys)) == len(keys)  # the name mapping is one-to-one
-    rng = np.random.default_rng()
     sd = flax_to_torch(_unflat(template, rng))
     again = flax_to_torch(torch_to_flax(sd, flags), flags)
     assert list(again) == list(sd)
@@ -164,6 +160,7 @@ def _unflat(template, rng):
     return unflatten_dict({k: rng.standard_normal(v.shape).astype(np.float32) for k, v in template.items()})
 
 
+@pytest.mark.slow  # 19-28 s per flag variant (compiles each)
 @pytest.mark.parametrize(
     "extra",
     [
@@ -174,11 +171,10 @@ def _unflat(template, rng):
     ],
     ids=["audio_concat", "audio_mlp", "no_audio_no_updown", "nrefer2"],
 )
-def test_flag_variants_run(extra):
+def test_flag_variants_run(extra, rng):
     flags = {**TINY, "image_size": 64, "attention_resolutions": "16", **extra}
     model = build_unet(flags)
     params = init_params(model, jax.random.key(1))
-    rng = np.random.default_rng()
     cfg = model.cfg
     x = jnp.asarray(rng.uniform(-1, 1, (2, 64, 64, 3)), jnp.float32)
     mask = jnp.zeros((2, 64, 64, 1)).at[:, 32:].set(1.0)
@@ -215,7 +211,7 @@ OFFICIAL_REPO = os.environ.get("DIFF2LIP_OFFICIAL_REPO")
 
 @pytest.mark.skipif(not OFFICIAL_REPO, reason="set DIFF2LIP_OFFICIAL_REPO to a checkout of the official diff2lip")
 @pytest.mark.parametrize("extra", FLAG_GRID, ids=lambda e: ",".join(f"{k}={v}" for k, v in e.items()) or "base")
-def test_against_official_torch_model(extra):
+def test_against_official_torch_model(extra, rng):
     """Strict state_dict load into the official model and equal outputs, for every flag set."""
     torch = pytest.importorskip("torch")
     from diff2lip_jax.official_reference import build_official_model
@@ -226,12 +222,11 @@ def test_against_official_torch_model(extra):
     except TypeError as e:  # the official audio encoder cannot be built without resblock_updown
         pytest.skip(f"the official code cannot build these flags: {e}")
     template = abstract_params(flags)
-    params = _unflat(flatten_dict(template), np.random.default_rng())
+    params = _unflat(flatten_dict(template), rng)
     sd = flax_to_torch(params, flags)
     official.load_state_dict({k: torch.from_numpy(v * 0.05) for k, v in sd.items()}, strict=True)
     if not flags.get("use_audio", True) or flags.get("audio_as_style_encoder_mlp"):
         return  # the official forward itself fails for these (undefined `hs`, 1280 vs 96 features)
-    rng = np.random.default_rng()
     b, s = 2, 64
     x, cond = (rng.standard_normal((b, 3, s, s)).astype(np.float32) for _ in range(2))
     mask = np.zeros((b, 1, s, s), np.float32)

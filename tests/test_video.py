@@ -59,9 +59,8 @@ def _encode_raw(path: pathlib.Path, frames: np.ndarray, fps: float, codec: list)
     )
 
 
-def _smooth_frames(n: int, h: int = H, w: int = W) -> np.ndarray:
+def _smooth_frames(rng: np.random.Generator, n: int, h: int = H, w: int = W) -> np.ndarray:
     """Random smooth colour gradients (compress well, so pixel error stays small)."""
-    rng = np.random.default_rng()
     yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
     coef = rng.uniform(-1, 1, (n, 3, 3))
     img = coef[:, :, 0, None, None] * yy + coef[:, :, 1, None, None] * xx + coef[:, :, 2, None, None]
@@ -104,10 +103,9 @@ def media(tmp_path_factory) -> dict:
 
 
 @pytest.mark.parametrize("audio_vs_video", [0.6, 1.0, 1.4])
-def test_round_trip_frames_fps_and_audio_duration(tmp_path: pathlib.Path, audio_vs_video: float) -> None:
-    rng = np.random.default_rng()
+def test_round_trip_frames_fps_and_audio_duration(tmp_path: pathlib.Path, audio_vs_video: float, rng) -> None:
     n = int(rng.integers(30, 60))
-    frames = _smooth_frames(n)
+    frames = _smooth_frames(rng, n)
     t = np.arange(int(n / 25 * audio_vs_video * 16000)) / 16000
     wav = (0.3 * np.sin(2 * np.pi * rng.uniform(200, 800) * t)).astype(np.float32)
     path = tmp_path / "rt.mp4"
@@ -128,8 +126,8 @@ def test_round_trip_frames_fps_and_audio_duration(tmp_path: pathlib.Path, audio_
         assert np.abs(decoded[len(wav) + 640 :]).max() < 0.01
 
 
-def test_writer_accepts_single_frames_odd_sizes_and_audio_path(tmp_path: pathlib.Path, media: dict) -> None:
-    frames = _smooth_frames(10, 47, 63)
+def test_writer_accepts_single_frames_odd_sizes_and_audio_path(tmp_path: pathlib.Path, media: dict, rng) -> None:
+    frames = _smooth_frames(rng, 10, 47, 63)
     path = tmp_path / "odd.mp4"
     with video.VideoWriter(path, fps=25, audio_path=media["audio_only"]) as w:
         for f in frames:
@@ -175,8 +173,8 @@ def test_chunked_iteration_matches_read_frames(media: dict) -> None:
     it.close()  # stopping early must end ffmpeg cleanly, not raise
 
 
-def test_writer_is_atomic(tmp_path: pathlib.Path) -> None:
-    frames = _smooth_frames(5)
+def test_writer_is_atomic(tmp_path: pathlib.Path, rng) -> None:
+    frames = _smooth_frames(rng, 5)
     path = tmp_path / "out.mp4"
     with pytest.raises(RuntimeError, match="boom"):
         with video.VideoWriter(path, audio=(np.zeros(3200, np.float32), 16000)) as w:
