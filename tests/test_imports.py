@@ -207,13 +207,6 @@ def _describe(cycles: list[list[Edge]]) -> str:
     return "\n\n".join("\n".join(f"  {e!r}" for e in c) for c in cycles)
 
 
-# Imports that other branches are removing right now (issue 11): a failure caused only by them is expected.
-PENDING = {
-    ("diff2lip_jax.cli", "configs"),
-    ("diff2lip_jax.generate.model", "configs"),
-}
-
-
 def test_graph_sees_the_known_imports():
     """The builder itself: relative imports, `from pkg import module`, function-level imports."""
     internal, external = build_graph()
@@ -266,16 +259,6 @@ def _config_imports() -> list[Edge]:
     return [e for es in external.values() for e in es if e.dst in ("configs", "data_pipelines")]
 
 
-def test_no_configs_or_data_pipelines_import_outside_pending_work():
-    bad = [e for e in _config_imports() if (e.src, e.dst) not in PENDING]
-    assert not bad, "diff2lip_jax must not import configs/ or data_pipelines/:\n" + "\n".join(map(repr, bad))
-
-
-@pytest.mark.xfail(
-    bool(_config_imports()) and all((e.src, e.dst) in PENDING for e in _config_imports()),
-    reason="diff2lip_jax/cli.py and diff2lip_jax/generate/model.py still import configs; being removed elsewhere",
-    strict=False,
-)
 def test_no_configs_or_data_pipelines_import():
     bad = _config_imports()
     assert not bad, "diff2lip_jax must not import configs/ or data_pipelines/:\n" + "\n".join(map(repr, bad))

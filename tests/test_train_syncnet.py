@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -261,3 +262,21 @@ def test_cli_bad_input_is_one_line(tmp_path, args, message):
     workdir = [f"--workdir={tmp_path / 'w'}"] if args else []
     line = one_line_error(_cli("--config=configs/syncnet.py:tiny", *workdir, *args), "diff2lip-train-syncnet: error:")
     assert message in line, line
+
+
+@pytest.mark.slow  # the workdirs fixture trains 3 runs: ~85 s
+def test_a_corrupt_newest_checkpoint_is_moved_aside_and_the_previous_resumes(workdirs, prepared, tmp_path):
+    full, split, _ = workdirs
+    copy = tmp_path / "copy"
+    shutil.copytree(split, copy)
+    data = [p for p in (copy / "checkpoints" / "6" / "state").rglob("*") if p.is_file() and p.stat().st_size > 64]
+    assert data
+    for p in data:  # a save cut short by a full disk: every array file truncated
+        with open(p, "r+b") as f:
+            f.truncate(p.stat().st_size // 2)
+    train(_config(prepared, num_steps=6), str(copy))
+    assert (copy / "corrupt_checkpoints" / "6").is_dir()
+    assert checkpoint.latest_step(str(copy)) == 6  # retrained 4..6 from step 3
+    _, a = load_syncnet(str(full))
+    _, b = load_syncnet(str(copy))
+    assert max(jax.tree.leaves(jax.tree.map(lambda x, y: float(np.max(np.abs(x - y))), a, b))) <= 1e-6

@@ -125,18 +125,21 @@ def restore_latest(
       CheckpointError: the workdir holds another kind of checkpoint, or one of another
         model, or no step of it is readable.
     """
+    moved = []
     while (step := mngr.latest_step()) is not None:
         where = f"{workdir} (step {step})"
         try:
             meta, saved_cfg = _saved_json(mngr, step, "meta"), _saved_json(mngr, step, "config")
         except Exception as e:
             mngr = _quarantine(workdir, mngr, step, e)
+            moved.append(step)
             continue
         _check_compatible(meta, saved_cfg, cfg, kind, where)
         try:
             restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
         except Exception as e:
             mngr = _quarantine(workdir, mngr, step, e)
+            moved.append(step)
             continue
         try:
             mngr.restore(step, args=ocp.args.Composite(data_iter=grain.checkpoint.CheckpointRestore(data_iter)))
@@ -147,6 +150,12 @@ def restore_latest(
             )
             return mngr, restored["state"], step, False
         return mngr, restored["state"], step, True
+    if moved:
+        mngr.close()
+        raise CheckpointError(
+            f"{workdir} holds no readable checkpoint (steps {moved} moved to {CORRUPT_DIR}/); "
+            "use a new --workdir to start afresh"
+        )
     return None
 
 
