@@ -282,6 +282,25 @@ def _detector(opts: ProcessOptions) -> face.FaceDetector:
     return _DETECTORS[opts]
 
 
+_INTERRUPTED = False  # set in a worker process by Ctrl-C (see _worker_init)
+
+
+def _worker_init() -> None:
+    """Pool workers: Ctrl-C is the parent's to handle (it terminates the pool); SIGTERM
+    from `Pool.terminate` unwinds so that temp files are removed."""
+    import signal
+
+    def on_sigint(signum, frame):
+        global _INTERRUPTED
+        _INTERRUPTED = True
+
+    def on_sigterm(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGINT, on_sigint)
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
 def process_to_cache(src: ClipSource, opts: ProcessOptions, cache_dir: str) -> ClipResult:
     """Process one clip and store its record or failure marker; never raises for a bad clip."""
     rec_path, fail_path = cache_paths(cache_dir, src.clip_id)
@@ -290,6 +309,8 @@ def process_to_cache(src: ClipSource, opts: ProcessOptions, cache_dir: str) -> C
         example = process_clip(src, opts, _detector(opts))
     except Exception as e:
         reason = _one_line(e, src.path)
+        if _INTERRUPTED:  # Ctrl-C killed this clip's ffmpeg: not the clip's fault, no marker
+            return ClipResult(src, "failed", reason="interrupted")
         _atomic_write(
             fail_path,
             json.dumps({"clip_id": src.clip_id, "source": src.path, "reason": reason, "fingerprint": fp}).encode(),
@@ -365,5 +386,5 @@ def _map(
         yield from (_indexed(work, p) for p in pairs)
         return
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(processes=min(num_workers, len(pairs))) as pool:
+    with ctx.Pool(processes=min(num_workers, len(pairs)), initializer=_worker_init) as pool:
         yield from pool.imap_unordered(functools.partial(_indexed, work), pairs, chunksize=1)
