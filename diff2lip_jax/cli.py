@@ -42,7 +42,7 @@ def one_line_errors(prog: str) -> Callable:
                 return main(argv)
             except KeyboardInterrupt:
                 interrupted(prog)
-            except USER_ERRORS as e:
+            except (app.UsageError, *USER_ERRORS) as e:  # UsageError: one line too, not the whole docstring
                 message = " ".join(str(e).split()) or type(e).__name__
                 print(f"{prog}: error: {message}", file=sys.stderr)
                 sys.exit(2)
@@ -94,6 +94,11 @@ def run_app(prog: str, main: Callable, argv: list[str] | None = None, doc: str |
         except flags.Error as e:
             print(f"{prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
             sys.exit(2)
+        except SystemExit as e:  # absl's --help/--helpfull exit 1; a help that was asked for is a success
+            helps = {"--help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml"}
+            if e.code == 1 and helps & {a.split("=")[0] for a in args[1:]}:
+                sys.exit(0)
+            raise
 
     main_module = sys.modules.get("__main__")
     if doc and main_module is not None and not getattr(main_module, "__doc__", None):
