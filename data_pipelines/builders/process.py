@@ -299,6 +299,19 @@ def _worker_init() -> None:
 
     signal.signal(signal.SIGINT, on_sigint)
     signal.signal(signal.SIGTERM, on_sigterm)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
+def _start_pool(ctx, processes: int):
+    """A pool whose workers start with SIGINT blocked (a Ctrl-C while they import, before
+    `_worker_init` unblocks it, prints no traceback); the parent gets a pending Ctrl-C after."""
+    import signal
+
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        return ctx.Pool(processes=processes, initializer=_worker_init)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def process_to_cache(src: ClipSource, opts: ProcessOptions, cache_dir: str) -> ClipResult:
@@ -386,5 +399,5 @@ def _map(
         yield from (_indexed(work, p) for p in pairs)
         return
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(processes=min(num_workers, len(pairs)), initializer=_worker_init) as pool:
+    with _start_pool(ctx, min(num_workers, len(pairs))) as pool:
         yield from pool.imap_unordered(functools.partial(_indexed, work), pairs, chunksize=1)
