@@ -53,6 +53,7 @@ _KEY_FLAGS = (
     "test_fraction",
     "first_utterance_only",
     "retry_failed",
+    "overwrite",
     "beam_options",
 )
 
@@ -126,6 +127,13 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
         **fv,
     )
     flags.DEFINE_boolean("retry_failed", False, "Retry clips that failed in an earlier run.", **fv)
+    flags.DEFINE_boolean(
+        "overwrite",
+        False,
+        "Replace a dataset in --out that holds clips this --input does not give (refused otherwise; "
+        "a re-run over the same --input resumes without it).",
+        **fv,
+    )
     flags.DEFINE_string(
         "beam_options",
         None,
@@ -198,6 +206,76 @@ def _write_failures(out: pathlib.Path, failed: list) -> pathlib.Path:
     return path
 
 
+def _existing_datasets(out: pathlib.Path) -> dict[str, dict[str, int]]:
+    """The prepared datasets in ``out``: ``{"<name>/<version>": {split: clips}}``."""
+    found = {}
+    for info in sorted(out.glob("*/*/dataset_info.json")):
+        try:
+            splits = json.loads(info.read_text()).get("splits", [])
+            found[f"{info.parent.parent.name}/{info.parent.name}"] = {
+                s["name"]: sum(int(n) for n in s.get("shardLengths", [])) for s in splits
+            }
+        except (OSError, ValueError, KeyError, TypeError):
+            found[f"{info.parent.parent.name}/{info.parent.name}"] = {}
+    return found
+
+
+def _cached_sources(cache: pathlib.Path) -> dict[str, str]:
+    """clip_id -> source path of every per-clip result in the cache."""
+    import numpy as np
+
+    found: dict[str, str] = {}
+    if not cache.is_dir():
+        return found
+    for path in cache.rglob("*"):
+        name = path.name
+        if name.startswith(".") or "tfds_downloads" in path.parts or "beam" in path.relative_to(cache).parts[:1]:
+            continue
+        try:
+            if name.endswith(".npz"):
+                clip_id = path.relative_to(cache).as_posix()[: -len(".npz")]
+                with np.load(path, allow_pickle=False) as z:
+                    found[clip_id] = json.loads(str(z["meta"])).get("source", "")
+            elif name.endswith(".failed.json"):
+                clip_id = path.relative_to(cache).as_posix()[: -len(".failed.json")]
+                found[clip_id] = json.loads(path.read_text()).get("source", "")
+        except (OSError, ValueError, KeyError):
+            found.setdefault(clip_id, "")  # damaged: it still was a clip of the dataset
+    return found
+
+
+def _check_out(out: pathlib.Path, sources: list) -> list[str]:
+    """Refuses to replace a dataset made from other clips (unless --overwrite).
+
+    A re-run over the same input resumes (the per-clip cache); an --input that
+    lacks clips of the dataset already in --out, or gives other videos under the
+    same clip ids, would silently drop or replace them. Returns the cached clip
+    ids this run does not use (removed after a successful --overwrite).
+    """
+    datasets = _existing_datasets(out)
+    cached = _cached_sources(out / "cache")
+    current = {s.clip_id: s.path for s in sources}
+    foreign = sorted(k for k, path in cached.items() if k not in current or (path and path != current[k]))
+    if datasets and foreign and not FLAGS.overwrite:
+        n = sum(sum(splits.values()) for splits in datasets.values())
+        what = "; ".join(
+            f"{name}: {' '.join(f'{k}={v}' for k, v in sorted(splits.items()))}" for name, splits in datasets.items()
+        )
+        raise FileExistsError(
+            f"--out={FLAGS.out} holds a dataset of {n} clips ({what}) with {len(foreign)} clips that "
+            f"--input={FLAGS.input} does not give (e.g. {foreign[0]}); use a new --out, or --overwrite to replace it"
+        )
+    return [k for k in foreign if k not in current]
+
+
+def _remove_cached(cache: pathlib.Path, clip_ids: list[str]) -> None:
+    from data_pipelines.builders.process import cache_paths
+
+    for clip_id in clip_ids:
+        for path in cache_paths(os.fspath(cache), clip_id):
+            path.unlink(missing_ok=True)
+
+
 def _size(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
@@ -241,6 +319,7 @@ def _main(argv: list[str]) -> None:
         **kwargs,
     )
     sources = builder.sources()  # input errors surface here, before anything is written
+    stale = _check_out(out, sources)
     config = dict(download_mode=tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS)
     if FLAGS.beam_options is not None:
         beam = tfds.core.lazy_imports.apache_beam
@@ -256,6 +335,7 @@ def _main(argv: list[str]) -> None:
     finally:
         result = builder.run_result
         report = _write_failures(out, result.failed) if result is not None else None
+    _remove_cached(out / "cache", stale)  # --overwrite: the replaced dataset's clips
     dataset = pathlib.Path(os.fspath(builder.data_dir))
     splits = " ".join(f"{k}={v.num_examples}" for k, v in sorted(builder.info.splits.items()))
     if result is None:  # Beam: the pipeline reports per-clip outcomes in its logs and counters

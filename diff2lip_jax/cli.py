@@ -51,6 +51,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     FileNotFoundError,
     FileExistsError,
     NotADirectoryError,
+    IsADirectoryError,
     PermissionError,
     ImportError,
 )
@@ -65,7 +66,9 @@ def one_line_errors(prog: str) -> Callable:
             quiet_libraries()
             try:
                 return main(argv)
-            except USER_ERRORS as e:
+            except KeyboardInterrupt:
+                interrupted(prog)
+            except (app.UsageError, *USER_ERRORS) as e:  # UsageError: one line too, not the whole docstring
                 message = " ".join(str(e).split()) or type(e).__name__
                 print(f"{prog}: error: {message}", file=sys.stderr)
                 sys.exit(2)
@@ -73,6 +76,27 @@ def one_line_errors(prog: str) -> Callable:
         return wrapped
 
     return wrap
+
+
+def interrupted(prog: str) -> None:
+    """Ctrl-C: one line and exit 130 (128 + SIGINT), as a shell reports it; no traceback."""
+    print(f"{prog}: interrupted", file=sys.stderr, flush=True)
+    sys.exit(130)
+
+
+def _help_lists_command_flags() -> None:
+    """Makes `--help` list every flag the command defined (not only those of `__main__`).
+
+    absl's `--help` shows the key flags of the module named by argv[0]; for a
+    console script that is the setuptools wrapper, which defines none. The flags
+    of every non-absl module become its key flags (`--helpfull` still adds absl's).
+    """
+    fv = flags.FLAGS
+    for module, module_flags in fv.flags_by_module_dict().items():
+        if module.startswith("absl."):
+            continue
+        for flag in module_flags:
+            fv.register_key_flag_for_module(sys.argv[0], flag)
 
 
 def quiet_libraries() -> None:
@@ -98,8 +122,17 @@ def run_app(prog: str, main: Callable, argv: list[str] | None = None, doc: str |
         except flags.Error as e:
             print(f"{prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
             sys.exit(2)
+        except SystemExit as e:  # absl's --help/--helpfull exit 1; a help that was asked for is a success
+            helps = {"--help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml"}
+            if e.code == 1 and helps & {a.split("=")[0] for a in args[1:]}:
+                sys.exit(0)
+            raise
 
     main_module = sys.modules.get("__main__")
     if doc and main_module is not None and not getattr(main_module, "__doc__", None):
         main_module.__doc__ = doc
-    app.run(one_line_errors(prog)(main), argv=argv, flags_parser=parse)
+    _help_lists_command_flags()
+    try:
+        app.run(one_line_errors(prog)(main), argv=argv, flags_parser=parse)
+    except KeyboardInterrupt:  # before or after `main` (flag parsing, exit handlers)
+        interrupted(prog)

@@ -168,8 +168,14 @@ def _main(argv):
         if not FLAGS.torch or not FLAGS.out:
             raise app.UsageError("import needs --torch (an official .pt/.safetensors) and --out DIR")
         model_flags = FLAGS.config.model
-        sd = load_state_dict_file(FLAGS.torch)
-        params = torch_to_flax(sd, model_flags)
+        try:
+            sd = load_state_dict_file(FLAGS.torch)
+        except (ConversionError, FileNotFoundError, IsADirectoryError) as e:
+            raise type(e)(f"--torch={e}") from None
+        try:
+            params = torch_to_flax(sd, model_flags)
+        except (TypeError, ZeroDivisionError) as e:  # flags that build no model (e.g. GroupNorm groups)
+            raise ConversionError(_bad_model_flags(model_flags, e)) from None
         where = checkpoint.save_model(
             FLAGS.out, params, model_flags, step=0, meta={"source": os.path.abspath(FLAGS.torch)}
         )
@@ -177,12 +183,82 @@ def _main(argv):
     else:
         if not FLAGS.checkpoint or not FLAGS.out:
             raise app.UsageError("export needs --checkpoint DIR and --out F.pt|F.safetensors")
-        params, cfg, step = checkpoint.load_model(FLAGS.checkpoint, FLAGS.step)
+        params, cfg, step = _load_for_export(FLAGS.checkpoint, FLAGS.step)
         sd = flax_to_torch(params, cfg)
         save_state_dict_file(sd, FLAGS.out, overwrite=FLAGS.overwrite)
         print(
             f"exported step {step} ({len(sd)} tensors, {sum(v.size for v in sd.values()):,} parameters) -> {FLAGS.out}"
         )
+
+
+def _bad_model_flags(model_flags: Any, error: BaseException) -> str:
+    nc = int(model_flags.get("num_channels", 0) or 0) if hasattr(model_flags, "get") else 0
+    why = (
+        f"num_channels={nc} is not a multiple of 32 (the GroupNorm groups)" if nc % 32 else " ".join(str(error).split())
+    )
+    return (
+        f"--config.model does not build a model: {why}; pass the flags the checkpoint was trained with "
+        "(--config.model.X=V)"
+    )
+
+
+def _quiet_closed_event_loop() -> None:
+    """Drops the "Event loop is closed" noise orbax's threads print at exit after a failed restore."""
+    import sys
+
+    default = sys.unraisablehook
+
+    def hook(unraisable):
+        if isinstance(unraisable.exc_value, RuntimeError) and "Event loop is closed" in str(unraisable.exc_value):
+            return
+        default(unraisable)
+
+    sys.unraisablehook = hook
+
+
+def _load_for_export(path: str, step: int | None):
+    """`checkpoint.load_model` with one-line errors naming the workdir or the step folder."""
+    from diff2lip_jax import checkpoint
+
+    _quiet_closed_event_loop()
+    if os.path.isfile(path):
+        raise NotADirectoryError(f"--checkpoint={path} is a file; pass a model directory (holding checkpoints/)")
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"--checkpoint={path}: no such directory")
+    resolved = step if step is not None else checkpoint.latest_step(path)
+    folder = os.path.join(checkpoint.manager_dir(path), str(resolved))
+
+    def unreadable(e: BaseException) -> ConversionError:
+        detail = " ".join(str(e).split())
+        if len(detail) > 200:
+            detail = detail[:200] + "..."
+        return ConversionError(
+            f"--checkpoint={path}: step folder {folder} is damaged or incomplete ({type(e).__name__}: {detail}); "
+            "export another --step or restore the folder"
+        )
+
+    try:
+        meta, resolved = checkpoint.read_meta(path, step)
+    except checkpoint.CheckpointError:
+        raise
+    except Exception as e:
+        raise unreadable(e) from None
+    if meta.get("kind") == checkpoint.SYNCNET_KIND:
+        raise ConversionError(
+            f"--checkpoint={path} is a SyncNet workdir (diff2lip-train-syncnet); export takes a Diff2Lip model "
+            "directory (a diff2lip-train workdir or a diff2lip-convert import --out)"
+        )
+    if not isinstance(meta.get("model"), Mapping):
+        raise ConversionError(
+            f"--checkpoint={path}: step folder {folder} has no model flags in its meta; "
+            "export takes a Diff2Lip model directory (a diff2lip-train workdir or a diff2lip-convert import --out)"
+        )
+    try:
+        return checkpoint.load_model(path, resolved)
+    except checkpoint.CheckpointError:
+        raise
+    except Exception as e:
+        raise unreadable(e) from None
 
 
 def run():

@@ -185,12 +185,21 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     Raises FileNotFoundError for a missing file, ConversionError for an unreadable one.
     """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path} is a directory; pass a state_dict file (.pt/.pth/.safetensors)")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such file")
     if path.endswith(".safetensors"):
+        from safetensors import SafetensorError
         from safetensors.numpy import load_file
 
-        return load_file(path)
+        try:
+            return load_file(path)
+        except (SafetensorError, OSError, ValueError) as e:
+            detail = " ".join(str(e).split())
+            raise ConversionError(
+                f"{path}: not a readable .safetensors file ({detail}); re-download or re-save it"
+            ) from None
     try:
         import torch
     except ImportError as e:  # pragma: no cover - depends on the install

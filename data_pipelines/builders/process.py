@@ -280,6 +280,38 @@ def _detector(opts: ProcessOptions) -> face.FaceDetector:
     return _DETECTORS[opts]
 
 
+_INTERRUPTED = False  # set in a worker process by Ctrl-C (see _worker_init)
+
+
+def _worker_init() -> None:
+    """Pool workers: Ctrl-C is the parent's to handle (it terminates the pool); SIGTERM
+    from `Pool.terminate` unwinds so that temp files are removed."""
+    import signal
+
+    def on_sigint(signum, frame):
+        global _INTERRUPTED
+        _INTERRUPTED = True
+
+    def on_sigterm(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGINT, on_sigint)
+    signal.signal(signal.SIGTERM, on_sigterm)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
+def _start_pool(ctx, processes: int):
+    """A pool whose workers start with SIGINT blocked (a Ctrl-C while they import, before
+    `_worker_init` unblocks it, prints no traceback); the parent gets a pending Ctrl-C after."""
+    import signal
+
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        return ctx.Pool(processes=processes, initializer=_worker_init)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def process_to_cache(src: ClipSource, opts: ProcessOptions, cache_dir: str) -> ClipResult:
     """Process one clip and store its record or failure marker; never raises for a bad clip."""
     rec_path, fail_path = cache_paths(cache_dir, src.clip_id)
@@ -288,6 +320,8 @@ def process_to_cache(src: ClipSource, opts: ProcessOptions, cache_dir: str) -> C
         example = process_clip(src, opts, _detector(opts))
     except Exception as e:
         reason = _one_line(e, src.path)
+        if _INTERRUPTED:  # Ctrl-C killed this clip's ffmpeg: not the clip's fault, no marker
+            return ClipResult(src, "failed", reason="interrupted")
         _atomic_write(
             fail_path,
             json.dumps({"clip_id": src.clip_id, "source": src.path, "reason": reason, "fingerprint": fp}).encode(),
@@ -363,5 +397,5 @@ def _map(
         yield from (_indexed(work, p) for p in pairs)
         return
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(processes=min(num_workers, len(pairs))) as pool:
+    with _start_pool(ctx, min(num_workers, len(pairs))) as pool:
         yield from pool.imap_unordered(functools.partial(_indexed, work), pairs, chunksize=1)

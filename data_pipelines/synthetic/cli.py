@@ -13,18 +13,23 @@ Output layout (VoxCeleb2-like: one folder per speaker)::
 
 Clips are dealt round-robin over ``--identities`` speakers: clip ``i`` belongs to
 speaker ``i % K`` and is that speaker's clip number ``i // K``. Files of the same
-names are overwritten; other files in DIR are left alone.
+names are overwritten; other files in DIR are left alone. Clips are staged in a
+hidden folder and moved into DIR at the end: a failure or Ctrl-C changes nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
 import re
 import secrets
+import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -144,6 +149,22 @@ def _write_json(path: pathlib.Path, obj: dict[str, Any]) -> None:
         tmp.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def _deferred_sigint():
+    """Holds a Ctrl-C until the block is done (the final renames: all clips or none)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
 def _rounded(a: np.ndarray, decimals: int) -> list:
     return np.round(np.asarray(a, np.float64), decimals).tolist()
 
@@ -215,49 +236,74 @@ def generate_dataset(
     audio_format = audio_format.lower()
     if audio_format not in AUDIO_FORMATS:
         raise ValueError(f"--audio_format={audio_format!r} is not supported; use one of {', '.join(AUDIO_FORMATS)}")
-    root.mkdir(parents=True, exist_ok=True)
-
-    entries = []
-    for i in range(num_clips):
-        start = time.perf_counter()
-        clip = synthesize_clip(seed, i, identities, fps, size, seconds, render=False)
-        folder = root / clip.speaker_id
-        folder.mkdir(exist_ok=True)
-        stem = f"{clip.speaker_id}/{clip.clip_id}"
-        rel = {"video": f"{stem}.mp4", "audio": f"{stem}.{audio_format}", "meta": f"{stem}.json"}
-        write_audio(root / rel["audio"], clip.audio, audio_format)
-        with VideoWriter(root / rel["video"], fps=fps, audio=(clip.audio, clip.sample_rate)) as writer:
-            for frames in clip.iter_frames():
-                writer.write(frames)
-        _write_json(root / rel["meta"], clip_metadata(clip, rel))
-        entries.append(
-            {
-                "clip_id": clip.clip_id,
-                "speaker_id": clip.speaker_id,
-                "identity": clip.identity,
-                "identity_kind": clip.identity_kind,
-                "num_frames": clip.num_frames,
-                **rel,
-            }
-        )
-        if log:
-            took = time.perf_counter() - start
-            log(f"[{i + 1}/{num_clips}] {root / rel['video']} ({clip.num_frames} frames, {took:.2f} s)")
-    manifest = {
-        "generator": PROG,
-        "seed": seed,
-        "num_clips": num_clips,
-        "identities": identities,
-        "fps": float(fps),
-        "width": size[0],
-        "height": size[1],
-        "seconds": seconds,
-        "sample_rate": SAMPLE_RATE,
-        "audio_format": audio_format,
-        "layout": "<speaker_id>/<clip_id>.{mp4,<audio_format>,json}; paths relative to this file",
-        "clips": entries,
-    }
-    _write_json(root / "manifest.json", manifest)
+    created = [p for p in [root, *root.parents] if not p.exists()]
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PermissionError(f"--out={root}: cannot create it ({e.strerror}); pass another --out") from None
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise PermissionError(f"--out={root} is not writable; pass another --out")
+    # Clips are written to a hidden staging folder and moved into place at the end:
+    # an error or Ctrl-C leaves --out as it was (no half clip, no clips without manifest).
+    stage = root / f".{PROG}.{secrets.token_hex(4)}.tmp"
+    stage.mkdir()
+    try:
+        entries = []
+        for i in range(num_clips):
+            start = time.perf_counter()
+            clip = synthesize_clip(seed, i, identities, fps, size, seconds, render=False)
+            folder = stage / clip.speaker_id
+            folder.mkdir(exist_ok=True)
+            stem = f"{clip.speaker_id}/{clip.clip_id}"
+            rel = {"video": f"{stem}.mp4", "audio": f"{stem}.{audio_format}", "meta": f"{stem}.json"}
+            write_audio(stage / rel["audio"], clip.audio, audio_format)
+            with VideoWriter(stage / rel["video"], fps=fps, audio=(clip.audio, clip.sample_rate)) as writer:
+                for frames in clip.iter_frames():
+                    writer.write(frames)
+            _write_json(stage / rel["meta"], clip_metadata(clip, rel))
+            entries.append(
+                {
+                    "clip_id": clip.clip_id,
+                    "speaker_id": clip.speaker_id,
+                    "identity": clip.identity,
+                    "identity_kind": clip.identity_kind,
+                    "num_frames": clip.num_frames,
+                    **rel,
+                }
+            )
+            if log:
+                took = time.perf_counter() - start
+                log(f"[{i + 1}/{num_clips}] {root / rel['video']} ({clip.num_frames} frames, {took:.2f} s)")
+        manifest = {
+            "generator": PROG,
+            "seed": seed,
+            "num_clips": num_clips,
+            "identities": identities,
+            "fps": float(fps),
+            "width": size[0],
+            "height": size[1],
+            "seconds": seconds,
+            "sample_rate": SAMPLE_RATE,
+            "audio_format": audio_format,
+            "layout": "<speaker_id>/<clip_id>.{mp4,<audio_format>,json}; paths relative to this file",
+            "clips": entries,
+        }
+        _write_json(stage / "manifest.json", manifest)
+        with _deferred_sigint():
+            for entry in entries:
+                (root / entry["speaker_id"]).mkdir(exist_ok=True)
+                for key in ("audio", "video", "meta"):
+                    os.replace(stage / entry[key], root / entry[key])
+            os.replace(stage / "manifest.json", root / "manifest.json")
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        for p in created:  # folders this run made, if nothing else went in
+            try:
+                p.rmdir()
+            except OSError:
+                break
+        raise
+    shutil.rmtree(stage, ignore_errors=True)
     return manifest
 
 

@@ -22,6 +22,7 @@ not fatal. See diff2lip_jax/evaluate/run.py for what each metric is computed on.
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import sys
 from typing import Any
@@ -61,6 +62,7 @@ _NAMES = (
     "dataset",
     "method",
     "table_from",
+    "overwrite",
 )
 
 
@@ -99,6 +101,7 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
     flags.DEFINE_string("dataset", None, "dataset label for the table (default: from the filelist name)", **kw)
     flags.DEFINE_string("method", "diff2lip-jax", "method label (table row)", **kw)
     flags.DEFINE_list("table_from", None, "only render a table from these result JSON files", **kw)
+    flags.DEFINE_bool("overwrite", False, "replace an existing --out / --table (refused otherwise)", **kw)
     for name in _NAMES:
         fv.register_key_flag_for_module(sys.argv[0], fv[name])
 
@@ -136,8 +139,65 @@ def _table_only() -> None:
         results.append(r)
     table = run_lib.render_table(results)
     if FLAGS.table:
-        pathlib.Path(FLAGS.table).write_text(table)
+        path = pathlib.Path(FLAGS.table)
+        _check_writable(path, "table")
+        _write_text(path, table)
     print(table, end="")
+
+
+def _check_writable(path: pathlib.Path, flag: str) -> None:
+    """Refuses, before any work, an output that exists (without --overwrite) or cannot be written."""
+    if path.is_dir():
+        raise IsADirectoryError(f"--{flag}={path} is a directory; pass a file path such as {path / 'results.json'}")
+    if path.exists() and not FLAGS.overwrite:
+        raise FileExistsError(f"--{flag}={path} exists; pass another --{flag}, or --overwrite to replace it")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise NotADirectoryError(f"--{flag}={path}: {parent} is a file, not a directory; pass another --{flag}")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise PermissionError(f"--{flag}={path}: {parent} is not writable; pass another --{flag}")
+
+
+def _write_text(path: pathlib.Path, text: str) -> None:
+    """Writes `text` atomically (temp name + rename; no temp file left on failure)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _no_pair_evaluated(results: dict[str, Any]) -> str:
+    """The one-line reason when no pair could be evaluated, naming the argument to fix."""
+    n = results["num_pairs"]
+    records = results["pairs"]
+    if results["num_missing"] == n:
+        example = pathlib.Path(FLAGS.generated_dir) / records[0]["generated"]
+        return (
+            f"--generated_dir={FLAGS.generated_dir}: none of the {n} generated videos of --filelist exists "
+            f"(e.g. {example}); check --generated_dir and --filelist"
+        )
+    failed = [r for r in records if r["status"] == "failed"]
+    sdir = pathlib.Path(FLAGS.source_dir)
+    no_source = [
+        r
+        for r in failed
+        if not (sdir / f"{r['video_source']}.{FLAGS.source_ext}").is_file()
+        or not (sdir / f"{r['audio_source']}.{FLAGS.source_ext}").is_file()
+    ]
+    if failed and len(no_source) == len(failed):
+        r = no_source[0]
+        example = sdir / f"{r['video_source']}.{FLAGS.source_ext}"
+        return (
+            f"--source_dir={FLAGS.source_dir}: no source video found for the {len(failed)} pairs with a generated "
+            f"video (e.g. {example}); check --source_dir and --source_ext"
+        )
+    first = failed[0].get("error", "") if failed else ""
+    return f"none of the {n} pairs of --filelist could be evaluated (first failure: {first})"
 
 
 def _setup() -> dict[str, Any]:
@@ -146,8 +206,11 @@ def _setup() -> dict[str, Any]:
         if not FLAGS[name].value:
             raise ValueError(f"--{name} is required (see --help)")
     for name in ("generated_dir", "source_dir"):
-        if not pathlib.Path(FLAGS[name].value).is_dir():
-            raise NotADirectoryError(f"--{name}={FLAGS[name].value}: no such directory")
+        path = pathlib.Path(FLAGS[name].value)
+        if path.exists() and not path.is_dir():
+            raise NotADirectoryError(f"--{name}={FLAGS[name].value} is a file; pass the folder holding the videos")
+        if not path.is_dir():
+            raise FileNotFoundError(f"--{name}={FLAGS[name].value}: no such directory")
     if FLAGS.max_pairs is not None and FLAGS.max_pairs < 1:
         raise ValueError(f"--max_pairs must be >= 1, got {FLAGS.max_pairs}")
     for name in ("fid_frame_stride", "fid_batch_size", "vshift"):
@@ -232,6 +295,17 @@ def _main(argv: list[str]) -> None:
     if not FLAGS.filelist:
         raise ValueError("--filelist is required (see --help)")
     pairs = run_lib.read_filelist(FLAGS.filelist)
+    for name in ("generated_dir", "mode"):
+        if not FLAGS[name].value:
+            raise ValueError(f"--{name} is required (see --help)")
+    out = pathlib.Path(FLAGS.out or pathlib.Path(FLAGS.generated_dir) / f"evaluation_{FLAGS.mode}.json")
+    table_path = pathlib.Path(FLAGS.table) if FLAGS.table else out.with_suffix(".md")
+    if out.suffix == ".md" and not FLAGS.table:
+        raise ValueError(f"--out={out} ends in .md, the table's name; pass a .json --out (or --table)")
+    if out.absolute() == table_path.absolute():
+        raise ValueError(f"--out and --table are the same file {out}; pass different paths")
+    _check_writable(out, "out" if FLAGS.out else "out (default)")
+    _check_writable(table_path, "table" if FLAGS.table else "table (default: --out with .md)")
     setup = _setup()
     # Only now, when every input is valid: a user error stays the one line on stderr.
     if setup["inception"] is not None and FLAGS.fid_weights == "random":
@@ -244,8 +318,6 @@ def _main(argv: list[str]) -> None:
         print(f"{PROG}: note: {m.upper()} not computed: {why}", file=sys.stderr)
     if FLAGS.max_pairs:
         pairs = pairs[: FLAGS.max_pairs]
-    out = pathlib.Path(FLAGS.out or pathlib.Path(FLAGS.generated_dir) / f"evaluation_{FLAGS.mode}.json")
-    table_path = pathlib.Path(FLAGS.table) if FLAGS.table else out.with_suffix(".md")
     settings = {
         "filelist": FLAGS.filelist,
         "generated_dir": FLAGS.generated_dir,
@@ -283,10 +355,15 @@ def _main(argv: list[str]) -> None:
         settings=settings,
         log=lambda line: print(line, file=sys.stderr, flush=True),
     )
-    run_lib.write_json(out, results)
+    if results["num_evaluated"] == 0:
+        raise ValueError(_no_pair_evaluated(results))
     table = run_lib.render_table([run_lib.json_safe(results)])
-    table_path.parent.mkdir(parents=True, exist_ok=True)
-    table_path.write_text(table)
+    run_lib.write_json(out, results)
+    try:
+        _write_text(table_path, table)
+    except BaseException:
+        out.unlink(missing_ok=True)  # both outputs or neither
+        raise
     print(table, end="")
     print(
         f"{PROG}: {results['num_evaluated']}/{results['num_pairs']} pairs evaluated "

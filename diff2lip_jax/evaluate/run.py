@@ -344,9 +344,12 @@ def write_json(path: str | os.PathLike[str], results: dict[str, Any]) -> None:
     """Write ``json_safe(results)`` (strict JSON, indented) atomically."""
     p = pathlib.Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp")
-    tmp.write_text(json.dumps(json_safe(results), indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, p)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(json_safe(results), indent=2, allow_nan=False) + "\n")
+        os.replace(tmp, p)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------- table
