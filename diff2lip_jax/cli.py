@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging as std_logging
 import os
+import re
 import sys
 from collections.abc import Callable
 
@@ -107,6 +108,30 @@ def quiet_libraries() -> None:
         logging.get_absl_handler().setFormatter(std_logging.Formatter("%(levelname)s: %(message)s"))
 
 
+def _flag_error(text: str) -> str:
+    """One line for a flag error; a config file's own error is kept, its traceback dropped."""
+    text = " ".join(text.split())
+    if "Error whilst parsing config file: Traceback" in text:
+        head = text.split(":", 1)[0]  # "flag --config=FILE:ARG"
+        cause = re.split(r"\^+ ", text)[-1].split(" File ")[-1]
+        cause = re.sub(r'^"[^"]*", line \d+, in \w+ ', "", cause)
+        last = re.search(r"(\w+(?:Error|Exception)): (.*)$", cause)
+        text = f"{head}: {last.group(2) if last else cause}"
+    return text
+
+
+def _config_override_error(args: list[str], error: BaseException) -> str:
+    """`--config...` flags that name no config field, or a config file that cannot be loaded."""
+    configs = [a for a in args[1:] if a.startswith("--config")]
+    if isinstance(error, (AttributeError, KeyError)):
+        key = str(error).strip("'\"").split("'")[-2] if "'" in str(error).strip("'\"") else str(error).strip("'\"")
+        bad = [a for a in configs if a.split("=")[0].rsplit(".", 1)[-1] == key] or configs
+        return f"{bad[0].split('=')[0] if bad else '--config'}: the config has no field {key!r}; see the config file"
+    files = [a for a in configs if a.startswith("--config=")]
+    name = files[0] if files else "--config"
+    return f"{name}: cannot load the config ({' '.join(str(error).split())[:200]}); give an existing configs/NAME.py:VARIANT"
+
+
 def run_app(prog: str, main: Callable, argv: list[str] | None = None, doc: str | None = None) -> None:
     """Runs an absl `main` as console script `prog`.
 
@@ -120,7 +145,11 @@ def run_app(prog: str, main: Callable, argv: list[str] | None = None, doc: str |
         try:
             return flags.FLAGS(args)
         except flags.Error as e:
-            print(f"{prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
+            print(f"{prog}: error: {_flag_error(str(e))}", file=sys.stderr)
+            sys.exit(2)
+        except (AttributeError, KeyError, OSError, TypeError, ValueError) as e:
+            # config_flags raises these for `--config.a.b` that names no field, or a config file it cannot read.
+            print(f"{prog}: error: {_config_override_error(args, e)}", file=sys.stderr)
             sys.exit(2)
         except SystemExit as e:  # absl's --help/--helpfull exit 1; a help that was asked for is a success
             helps = {"--help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml"}

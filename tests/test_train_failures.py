@@ -125,3 +125,20 @@ def test_resume_with_another_model_names_the_field(prepared_dataset, syncnet_wor
         "--config.model.base_channels=8",
     )
     assert_one_line(proc, "diff2lip-train-syncnet", "model.base_channels=4 there vs 8 here")
+
+
+@pytest.mark.parametrize(
+    "config, extra, needle",
+    [
+        ("configs/diff2lip.py:tiny", ["--config.train.bogus=1"], "no field 'bogus'"),
+        ("configs/diff2lip.py:huge", [], "unknown variant 'huge'"),
+        ("configs/diff2lip.py:tiny,losses=foo", [], "unknown losses='foo'"),
+        ("configs/nope.py:tiny", [], "No such file or directory: 'configs/nope.py'"),
+        ("configs/diff2lip.py:tiny", ["--config.train.lr=abc"], "--config.train.lr=abc"),
+    ],
+    ids=["unknown-field", "unknown-variant", "unknown-option", "missing-file", "wrong-type"],
+)
+def test_config_mistakes_are_one_line(tmp_path, config, extra, needle):
+    proc = run(D2L, f"--config={config}", f"--workdir={tmp_path / 'w'}", *extra)
+    assert_one_line(proc, D2L, needle)
+    assert not (tmp_path / "w").exists()

@@ -47,6 +47,13 @@ def _main(task: str, argv) -> None:
         raise ValueError(f"unexpected arguments {argv[1:]}; use --config=... --workdir=...")
     if not FLAGS.workdir:
         raise ValueError("--workdir is required (checkpoints and metrics go there; an existing workdir is resumed)")
+    try:
+        FLAGS.config.get("task")
+    except OSError as e:  # config_flags defers a missing or unreadable file to the first access
+        reason = [line.strip() for line in str(e).splitlines() if line.strip()][-1]
+        raise ValueError(
+            f"--config: cannot load the config file ({reason}); e.g. --config=configs/{task}.py:tiny"
+        ) from None
     if task_of(FLAGS.config) != task:
         raise ValueError(
             f"--config is a {FLAGS.config.task} config; train it with {PROGS[FLAGS.config.task]} "
