@@ -165,7 +165,7 @@ def _train(cfg: ml_collections.ConfigDict, workdir: str, mesh: jax.sharding.Mesh
                     last.update({k: float(v) for k, v in jax.device_get(metrics).items() if k != "finite"})
                     last["steps_per_s"] = rate
                     train_scalars = {k: v for k, v in last.items() if not k.startswith("eval_")}
-                    writer.write(step, train_scalars, suffix=f"{rate:.3g} steps/s, eta {eta}")
+                    writer.write(step, train_scalars, suffix=f"{rate:.3g} steps/s, eta {eta}" if rate else f"eta {eta}")
                 if boundary:
                     params, meta = task.inference_items(state, step)
                     checkpoints.save(mngr, state, data_iter, cfg, params, meta, force=bool(stopping))

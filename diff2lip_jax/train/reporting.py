@@ -37,7 +37,7 @@ class Progress:
     """The progress bar (a terminal only, process 0) and the per-log-step rate and ETA."""
 
     def __init__(self, start: int, total: int):
-        self.total, self._mark_step, self._mark_time = total, start, time.perf_counter()
+        self.total, self._mark_step, self._mark_time, self._first = total, start, time.perf_counter(), True
         self._bar = tqdm(
             total=total,
             initial=start,
@@ -48,11 +48,15 @@ class Progress:
 
     def finished(self, step: int) -> None:
         """Step `step` has finished on the device (its outputs are ready)."""
+        if self._first:  # the first step includes compilation: the rate starts after it
+            self._first, self._mark_step, self._mark_time = False, step, time.perf_counter()
         self._bar.update(step - self._bar.n)
 
     def rate(self, step: int) -> tuple[float, str]:
-        """(steps/s since the last call, ETA text) at finished step `step`."""
+        """(steps/s since the last call, ETA text) at finished step `step`; (0, ...) for the first step."""
         now = time.perf_counter()
+        if step == self._mark_step:
+            return 0.0, "after the first step (compiling)"
         rate = (step - self._mark_step) / max(now - self._mark_time, 1e-9)
         self._mark_step, self._mark_time = step, now
         return rate, _duration((self.total - step) / rate) if rate > 0 else "?"
