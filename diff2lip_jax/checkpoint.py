@@ -94,6 +94,12 @@ def read_meta(path: str, step: int | None = None) -> tuple[dict, int]:
 
 def load_model(path: str, step: int | None = None) -> tuple[dict, UNetConfig, int]:
     """(params as host numpy float32, UNetConfig, step) from a model directory."""
+    params, cfg, step, _ = load_model_and_meta(path, step)
+    return params, cfg, step
+
+
+def load_model_and_meta(path: str, step: int | None = None) -> tuple[dict, UNetConfig, int, dict]:
+    """As :func:`load_model`, plus the step's meta dict (e.g. "diffusion" flags of a training run)."""
     meta, step = read_meta(path, step)
     cfg = UNetConfig.from_flags(meta["model"])
     cpu = jax.sharding.SingleDeviceSharding(jax.local_devices(backend="cpu")[0])
@@ -101,7 +107,7 @@ def load_model(path: str, step: int | None = None) -> tuple[dict, UNetConfig, in
     with open_manager(path) as mngr:
         restored = mngr.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract)))
     params = jax.tree.map(np.asarray, restored["params"])
-    return params, cfg, step
+    return params, cfg, step, meta
 
 
 SYNCNET_KIND = "syncnet"

@@ -358,3 +358,20 @@ def test_cli_bad_inputs_exit_2_with_one_line(clip, model_dir, tmp_path):
     line = one_line_error(cli("--video", clip["video"], "--audio", silent, *common), ERROR)
     assert "no audio stream" in line
     assert leftovers(outdir) == []
+
+
+def test_model_directory_is_sampled_with_its_training_diffusion_flags(tmp_path):
+    """A workdir's meta["diffusion"] (e.g. predict_xstart) drives sampling unless a config overrides it."""
+    from diff2lip_jax import checkpoint
+
+    cfg = tiny_config()
+    trained = dict(cfg.diffusion.to_dict(), predict_xstart=True, noise_schedule="cosine")
+    checkpoint.save_model(str(tmp_path / "m"), random_params(cfg.model), cfg.model, meta={"diffusion": trained})
+    flags = dict(model_lib.load_checkpoint(tmp_path / "m").diffusion)
+    assert flags["predict_xstart"] is True and flags["noise_schedule"] == "cosine"
+    assert flags["learn_sigma"] == cfg.model.learn_sigma
+    overridden = dict(model_lib.load_checkpoint(tmp_path / "m", config=cfg).diffusion)
+    assert overridden["predict_xstart"] is False and overridden["noise_schedule"] == "linear"
+    # A directory without training meta (diff2lip-convert import) samples with the official flags.
+    checkpoint.save_model(str(tmp_path / "imported"), random_params(cfg.model), cfg.model)
+    assert dict(model_lib.load_checkpoint(tmp_path / "imported").diffusion)["predict_xstart"] is False

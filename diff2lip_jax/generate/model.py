@@ -7,8 +7,9 @@ Checkpoints come in two kinds:
 * an official PyTorch `.pt`/`.pth` or a `.safetensors` state_dict: the model flags come
   from a config (`config.model`), by default the official model (`diff2lip_jax.default_config`).
 
-The diffusion flags come from `config.diffusion` when a config is given, else the
-official ones (1000 linear steps); sampling always respaces to `ddim{ddim_steps}`.
+The diffusion flags come from `config.diffusion` when a config is given, else from
+the training run that wrote a model directory (its meta), else the official ones
+(1000 linear steps); sampling always respaces to `ddim{ddim_steps}`.
 
 The sampler is one `jax.jit` program per (model flags, diffusion, DDIM steps,
 recorded intermediates, devices), cached for the process: batch shapes are fixed by
@@ -73,10 +74,22 @@ def _official_config() -> ml_collections.ConfigDict:
     return default_config.get_config()  # the official model and diffusion flags
 
 
-def diffusion_flags(config: ml_collections.ConfigDict | None, cfg: UNetConfig) -> tuple[tuple[str, Any], ...]:
-    """The diffusion flags (hashable) for sampling: the config's, else the official; learn_sigma from the model."""
-    source = config if config is not None and "diffusion" in config else _official_config()
-    flags = {k: source.diffusion[k] for k in DIFFUSION_FLAGS if k in source.diffusion}
+def diffusion_flags(
+    config: ml_collections.ConfigDict | None, cfg: UNetConfig, trained_with: dict | None = None
+) -> tuple[tuple[str, Any], ...]:
+    """The diffusion flags (hashable) for sampling; learn_sigma always from the model.
+
+    In order: the given config's, else the ones the checkpoint was trained with
+    (`trained_with`, a training run's meta["diffusion"]), else the official ones. A
+    model trained with e.g. predict_xstart must be sampled with it.
+    """
+    if config is not None and "diffusion" in config:
+        source = dict(config.diffusion)
+    elif trained_with:
+        source = dict(trained_with)
+    else:
+        source = dict(_official_config().diffusion)
+    flags = {k: source[k] for k in DIFFUSION_FLAGS if k in source}
     flags["learn_sigma"] = cfg.learn_sigma  # one flag for model and diffusion, as in the official code
     flags.pop("timestep_respacing", None)  # sampling sets ddim{steps}
     return tuple(sorted(flags.items()))
@@ -105,12 +118,14 @@ def load_checkpoint(path: str | os.PathLike, config: Any = None, step: int | Non
         raise FileNotFoundError(f"--checkpoint {path}: no such file or directory")
     if os.path.isdir(path):
         try:
-            params, cfg, found_step = ckpt.load_model(path, step)
+            params, cfg, found_step, meta = ckpt.load_model_and_meta(path, step)
         except ckpt.CheckpointError:
             raise
         except Exception as e:  # orbax raises many types for damaged folders
             raise ValueError(f"--checkpoint {path}: unreadable checkpoint ({_first_line(e)})") from None
-        return LoadedModel(params, cfg, diffusion_flags(config, cfg), f"{path} step {found_step}", found_step)
+        return LoadedModel(
+            params, cfg, diffusion_flags(config, cfg, meta.get("diffusion")), f"{path} step {found_step}", found_step
+        )
     if not path.endswith(STATE_DICT_SUFFIXES):
         raise ValueError(
             f"--checkpoint {path}: not a checkpoint; pass a model directory or a "

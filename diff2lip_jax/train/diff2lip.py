@@ -74,7 +74,10 @@ def _fixed_eval_batch(cfg, mesh) -> dict | None:
 
 
 def _eval_terms(params, frozen, batch, d_params, key, *, modules, lambdas):
-    _, (parts, _, _) = generator_losses(params, frozen, batch, d_params, key, modules=modules, lambdas=lambdas)
+    hide = lambdas.face_hide_percentage
+    _, (parts, _, _) = generator_losses(
+        params, frozen, batch, d_params, key, modules=modules, lambdas=lambdas, hide=hide
+    )
     return parts
 
 

@@ -111,6 +111,7 @@ def make_train_step(modules: StepModules, cfg: ml_collections.ConfigDict) -> Cal
     state unchanged (params, optimizers, EMA) and reports finite=0; the loop stops.
     """
     lambdas = cfg.loss
+    hide = float(lambdas.get("face_hide_percentage", FACE_HIDE_PERCENTAGE))
     ema_rate = cfg.train.ema_rate
     gan_on = lambdas.gan > 0
 
@@ -119,7 +120,7 @@ def make_train_step(modules: StepModules, cfg: ml_collections.ConfigDict) -> Cal
         g_key, _ = jax.random.split(key)
         grad_fn = jax.value_and_grad(generator_losses, has_aux=True)
         (loss, (parts, x0_seq, _)), grads = grad_fn(
-            state.params, frozen, batch, state.d_params, g_key, modules=modules, lambdas=lambdas
+            state.params, frozen, batch, state.d_params, g_key, modules=modules, lambdas=lambdas, hide=hide
         )
         updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
