@@ -375,3 +375,29 @@ def test_model_directory_is_sampled_with_its_training_diffusion_flags(tmp_path):
     # A directory without training meta (diff2lip-convert import) samples with the official flags.
     checkpoint.save_model(str(tmp_path / "imported"), random_params(cfg.model), cfg.model)
     assert dict(model_lib.load_checkpoint(tmp_path / "imported").diffusion)["predict_xstart"] is False
+
+
+def test_side_by_side_panels_follow_the_lead_video(tmp_path):
+    """Panels are scaled to the lead's height under a caption bar; a shorter panel holds its last frame."""
+    from diff2lip_jax.generate.side_by_side import LABEL_HEIGHT, write_side_by_side
+
+    lead = np.full((10, 64, 48, 3), 40, np.uint8)
+    short = np.repeat(60 * np.arange(4, dtype=np.uint8), 32 * 32 * 3).reshape(4, 32, 32, 3)  # frame k: grey 60k
+    wav = (0.1 * np.sin(np.linspace(0, 400, SAMPLE_RATE))).astype(np.float32)
+    for name, frames in (("lead.mp4", lead), ("short.mp4", short)):
+        with VideoWriter(tmp_path / name, audio=(wav, SAMPLE_RATE)) as w:
+            w.write(frames)
+    out = tmp_path / "cmp.mp4"
+    n = write_side_by_side(
+        [(tmp_path / "short.mp4", "short"), (tmp_path / "lead.mp4", "lead")],
+        out,
+        audio_path=tmp_path / "lead.mp4",
+        lead=1,
+    )
+    got = read_frames(out)
+    assert n == len(got) == 10
+    assert got.shape[1:] == (LABEL_HEIGHT + 64, 64 + 48, 3)  # the 32x32 panel scaled to 64x64
+    body = got[:, LABEL_HEIGHT + 4 : -4, 4:60].astype(float).mean(axis=(1, 2, 3))
+    np.testing.assert_allclose(body[:4], 60 * np.arange(4), atol=ENCODING_TOL)
+    np.testing.assert_allclose(body[4:], 180, atol=ENCODING_TOL)  # held
+    assert probe(out).has_audio

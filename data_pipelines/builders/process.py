@@ -397,5 +397,12 @@ def _map(
         yield from (_indexed(work, p) for p in pairs)
         return
     ctx = multiprocessing.get_context("spawn")
-    with _start_pool(ctx, min(num_workers, len(pairs))) as pool:
+    pool = _start_pool(ctx, min(num_workers, len(pairs)))
+    try:
         yield from pool.imap_unordered(functools.partial(_indexed, work), pairs, chunksize=1)
+        pool.close()  # done: workers exit on their own (a SIGTERM at their exit prints a traceback)
+    except BaseException:  # Ctrl-C, an error, or the caller stopped early: stop the workers now
+        pool.terminate()
+        raise
+    finally:
+        pool.join()

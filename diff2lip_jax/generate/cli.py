@@ -6,7 +6,7 @@ Usage:
       [--config=configs/diff2lip.py:tiny] [--config.model.X=V]   (model flags of a .pt; default official)
       [--face_detector cascade|s3fd|voxceleb2|box] [--s3fd_weights s3fd.pth]
       [--pads top,bottom,left,right] [--box y1,y2,x1,x2] [--nosmooth]
-      [--batch_size 32] [--static] [--fig3_strip STEPS.png] [--paste full|lower] [--overwrite]
+      [--batch_size 32] [--static] [--fig3_strip STEPS.png] [--paste full|lower] [--side_by_side CMP.mp4] [--overwrite]
 
 MODEL is a model directory (a diff2lip-train workdir or a diff2lip-convert import)
 or an official .pt / .safetensors state_dict. The output is an H.264 + AAC mp4 at
@@ -62,7 +62,10 @@ def define_flags() -> None:
         ["full", "lower"],
         "full: the whole generated crop replaces the face box (official); lower: only its lower half",
     )
-    flags.DEFINE_bool("overwrite", False, "replace existing --out / --fig3_strip files")
+    flags.DEFINE_string(
+        "side_by_side", None, "also write video source | lip-synced | driving clip side by side (.mp4), driving audio"
+    )
+    flags.DEFINE_bool("overwrite", False, "replace existing --out / --fig3_strip / --side_by_side files")
     flags.DEFINE_bool("progress", True, "progress bars on stderr")
     # `--help` lists the key flags of the module named by argv[0] (the console script).
     for name in (
@@ -85,6 +88,7 @@ def define_flags() -> None:
         "fig3_strip",
         "fig3_steps",
         "paste",
+        "side_by_side",
         "overwrite",
         "progress",
     ):
@@ -126,6 +130,7 @@ def _main(argv: list[str]) -> None:
         fig3_strip=FLAGS.fig3_strip,
         fig3_steps=FLAGS.fig3_steps,
         paste=FLAGS.paste,
+        side_by_side=FLAGS.side_by_side,
         overwrite=FLAGS.overwrite,
     )
     print(
@@ -133,6 +138,7 @@ def _main(argv: list[str]) -> None:
         f"{stats['fps']:g} fps), {stats['faces']} lip-synced, {stats['passthrough']} without a face; "
         f"{stats['frames_per_second']:.2f} frames/s on {stats['devices']} device(s)"
         + (f"; Fig. 3 strip -> {stats['fig3']['path']}" if "fig3" in stats else "")
+        + (f"; side by side -> {stats['side_by_side']}" if "side_by_side" in stats else "")
     )
 
 

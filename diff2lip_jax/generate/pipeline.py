@@ -34,8 +34,9 @@ from diff2lip_jax.constants import FPS, MEL_STEPS_PER_WINDOW, SAMPLE_RATE
 from diff2lip_jax.face import DETECTOR_KINDS, FaceDetector, crop_and_resize, make_detector, paste_back
 from diff2lip_jax.generate import frames as frames_lib
 from diff2lip_jax.generate import model as model_lib
+from diff2lip_jax.generate.side_by_side import write_side_by_side
 from diff2lip_jax.generate.strip import write_strip
-from diff2lip_jax.video import VideoWriter, require_video
+from diff2lip_jax.video import VideoWriter, probe, require_video
 
 MODES = ("cross", "reconstruction")
 PASTE_MODES = ("full", "lower")
@@ -211,6 +212,7 @@ def generate(
     fig3_strip: str | os.PathLike | None = None,
     fig3_steps: int = 5,
     paste: str = "full",
+    side_by_side: str | os.PathLike | None = None,
     overwrite: bool = False,
 ) -> dict:
     """Lip-syncs `video` to `audio` and writes `out` (H.264 + AAC, 25 fps), atomically.
@@ -238,6 +240,8 @@ def generate(
         generated lower half of the box is replaced; the rest keeps the original pixels).
       fig3_strip: a .png path: x_t and x0_pred of the first face at `fig3_steps` evenly
         spaced DDIM steps (the paper's Fig. 3), written after the video succeeds.
+      side_by_side: also write this comparison video: video source | lip-synced |
+        audio source (when the audio file has pictures), with the driving audio.
 
     Returns:
       stats: output/video frame counts, faces, passthrough frames, batches, padded
@@ -260,6 +264,8 @@ def generate(
     strip_path = pathlib.Path(fig3_strip) if fig3_strip is not None else None
     if strip_path is not None:
         _check_output(strip_path, (".png",), overwrite, "--fig3_strip")
+    if side_by_side is not None:
+        _check_output(pathlib.Path(side_by_side), OUTPUT_SUFFIXES, overwrite, "--side_by_side")
     info = require_video(video)
     wav = load_audio(audio)
     num_out = int(round(len(wav) * FPS / SAMPLE_RATE))
@@ -354,6 +360,12 @@ def generate(
         write_strip(strip_path, lipsync.strip["x_t"], lipsync.strip["x0_pred"])
         timesteps = first_sampler.diffusion.intermediate_timesteps(num_strip)
         stats["fig3"] = dict(path=str(strip_path), timesteps=np.asarray(timesteps).tolist(), **lipsync.strip)
+    if side_by_side is not None:
+        panels = [(video, "video source"), (out, "lip-synced")]
+        if probe(audio).width > 0:
+            panels.append((audio, "driving clip"))
+        write_side_by_side(panels, side_by_side, audio_path=out, lead=1)
+        stats["side_by_side"] = str(side_by_side)
     total = time.perf_counter() - t_start
     stats.update(
         sampler_traces=model_lib.sampler_traces() - traces0,
