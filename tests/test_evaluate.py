@@ -1,7 +1,8 @@
 """Evaluation: PSNR/SSIM vs. skimage, the Fréchet distance vs. direct scipy math, the FID
 Inception and syncnet_python ports vs. hand-written PyTorch references (random weights,
 .pth round trips), the LSE protocol on synthetic talking faces with a transparent scorer,
-LMD math, and the filelist evaluation (JSON, table, CLI) on a toy run."""
+LMD math, mouth r against the synthetic ground truth, the baseline rows against direct
+scores of the sources, and the filelist evaluation (JSON, table, CLI) on a toy run."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from helpers import finish, one_line_error, rel_l2, start_module
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from diff2lip_jax.evaluate import fid as fid_lib
-from diff2lip_jax.evaluate import lmd, lse, metrics, run
+from diff2lip_jax.evaluate import lmd, lse, metrics, mouth, run
 from diff2lip_jax.evaluate import syncnet_python as sp
 from diff2lip_jax.face import crop_and_resize, make_detector
 
@@ -508,7 +509,24 @@ def toy_data(tmp_path_factory):
         read_frames(src / f"{clips[0]}.mp4"),
         audio_path=src / f"{clips[1]}.wav",
     )
-    return dict(root=root, src=src, gen=gen, recon=recon, cross=cross, box=box)
+    # The cross pair's "generated" video = the video source untouched, the driving audio
+    # muxed in; streams copied, so frames and decoded audio are the sources' to the bit.
+    mux = root / "gen_mux"
+    mux.mkdir()
+    _mux(src / f"{clips[0]}.mp4", src / f"{clips[1]}.mp4", mux / run.generated_name(run.Pair(clips[1], clips[0], 0)))
+    own = root / "own.txt"  # the cross pair's audio source scored as a reconstruction of itself
+    own.write_text(f"{clips[1]} {clips[1]}\n")
+    return dict(root=root, src=src, gen=gen, mux=mux, recon=recon, cross=cross, own=own, box=box, clips=clips)
+
+
+def _mux(video, audio, out):
+    """``out`` = the video stream of ``video`` and the audio stream of ``audio``, both copied."""
+    import subprocess
+
+    from diff2lip_jax.video import ffmpeg_command
+
+    cmd = [*ffmpeg_command(), "-i", str(video), "-i", str(audio), "-map", "0:v:0", "-map", "1:a:0", "-c", "copy"]
+    subprocess.run([*cmd, str(out)], check=True, capture_output=True)
 
 
 def test_read_filelist_and_generated_name(tmp_path, toy_data):
@@ -557,8 +575,17 @@ def test_toy_run_reconstruction_and_cross_json_and_table(toy_data, random_incept
     cross = run.evaluate_pairs(
         run.read_filelist(toy_data["cross"]), toy_data["gen"], toy_data["src"], "cross", detector, **common
     )
-    assert set(cross["metrics"]) == {"fid", "fid_frames", "lse_c", "lse_d"}
+    assert set(cross["metrics"]) == {
+        "fid",
+        "fid_frames",
+        "lse_c",
+        "lse_d",
+        *mouth.MOUTH_KEYS,
+        "mouth_pairs",
+        "mouth_undefined",
+    }
     assert set(cross["not_computed"]) == {"psnr", "ssim", "lmd"}
+    assert set(cross["baselines"]) == {"real", "unsynced"} and set(rec["baselines"]) == {"real"}
     # Lips that follow the other clip's voice: less confident, farther.
     assert cross["metrics"]["lse_c"] < m["lse_c"] and cross["metrics"]["lse_d"] > m["lse_d"], (cross, m)
     full = run.evaluate_pairs(
@@ -571,16 +598,154 @@ def test_toy_run_reconstruction_and_cross_json_and_table(toy_data, random_incept
         on="full",
     )
     assert full["metrics"] == {"psnr": math.inf, "ssim": pytest.approx(1.0)} and full["settings"]["on"] == "full"
-    assert full["not_computed"] == {"fid": "not requested", "lmd": "not requested", "lse": "not requested"}
+    assert full["not_computed"] == {k: "not requested" for k in ("fid", "lmd", "lse", "mouth")}
+    assert full["baselines"] == {}  # nothing a baseline computes was asked for
     out = tmp_path / "r.json"
     run.write_json(out, rec)
     back = json.loads(out.read_text())  # strict JSON: inf as a string
     assert back["metrics"]["psnr"] == "inf" and back["pairs"][0]["psnr"] == "inf"
     table = run.render_table([back, run.json_safe(cross)])
-    header, _, row = table.splitlines()[:3]
-    assert header.count("|") == 1 + 1 + 6 + 3 and "Toy recon. PSNR↑" in header and "Toy cross LSE-D↓" in header
+    header, _, row, real, unsynced = table.splitlines()[:5]
+    assert header.count("|") == 1 + 1 + 7 + 6 and "Toy recon. PSNR↑" in header and "Toy cross LSE-D↓" in header
+    assert "Toy recon. mouth r↑" in header and "Toy cross mouth r sync↑" in header
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[0] == "copy" and cells[1] == "∞" and cells[2] == "1.000" and len(cells) == 10
+    assert cells[0] == "copy" and cells[1] == "∞" and cells[2] == "1.000" and len(cells) == 14
+    real_cells, unsynced_cells = ([c.strip() for c in r.strip("|").split("|")] for r in (real, unsynced))
+    assert real_cells[0] == "real (audio source)" and real_cells[1:5] == ["–"] * 4  # no image metrics
+    assert real_cells[5] == f"{rec['baselines']['real']['metrics']['lse_c']:.3f}"
+    assert unsynced_cells[0] == "unsynced (video source + driving audio)" and unsynced_cells[1:8] == ["–"] * 7
+    assert unsynced_cells[9] == f"{cross['baselines']['unsynced']['metrics']['lse_c']:.3f}"
+    assert "ceiling" in table and "floor" in table
+    other = json.loads(json.dumps(run.json_safe(cross)))  # another method, other pairs: its own real row
+    other["method"] = "other"
+    other["baselines"]["real"]["metrics"]["lse_c"] += 1.0
+    both = run.render_table([run.json_safe(cross), other])
+    assert both.count("| real (audio source) |") == 1 and "| real (audio source) [pairs of other] |" in both
+    assert both.count("| unsynced (video source + driving audio) |") == 1  # the same row: shown once
+    old = {k: v for k, v in back.items() if k != "baselines"}  # a JSON of before the baselines
+    old["metrics"] = {k: v for k, v in back["metrics"].items() if not k.startswith("mouth")}
+    assert run.render_table([old]).splitlines()[0].count("|") == 1 + 1 + 6 and "real" not in run.render_table([old])
+
+
+def test_baseline_rows_equal_direct_scores_of_the_sources(toy_data):
+    """unsynced == the video source scored as the generated video with the driving audio;
+    real == the audio source scored as a reconstruction of itself. Same inputs, same
+    code: equal to float64 round-off (rel 1e-12)."""
+    detector = make_detector("box", box=toy_data["box"])
+    kw = dict(scorer=MouthEnergyScorer(), metrics_wanted=["lse", "mouth"])
+    pairs = run.read_filelist(toy_data["cross"])
+    cross = run.evaluate_pairs(pairs, toy_data["mux"], toy_data["src"], "cross", detector, **kw)
+    assert cross["num_evaluated"] == 1 and cross["pairs"][0]["lse_audio"] == "generated"
+    real, unsynced = cross["baselines"]["real"], cross["baselines"]["unsynced"]
+    assert real["method"] == "real (audio source)" and unsynced["method"] == "unsynced (video source + driving audio)"
+    assert real["num_evaluated"] == unsynced["num_evaluated"] == 1
+    scored = ("lse_c", "lse_d", *mouth.MOUTH_KEYS)
+    for k in scored:
+        assert unsynced["metrics"][k] == pytest.approx(cross["metrics"][k], rel=1e-12), k
+    gen_pair, base_pair = cross["pairs"][0], cross["pairs"][0]["baselines"]["unsynced"]
+    assert base_pair["av_offset"] == gen_pair["av_offset"] and base_pair["lse_windows"] == gen_pair["lse_windows"]
+    own = run.evaluate_pairs(
+        run.read_filelist(toy_data["own"]), toy_data["gen"], toy_data["src"], "reconstruction", detector, **kw
+    )
+    assert set(own["baselines"]) == {"real"}  # reconstruction: real == unsynced, one row
+    for k in ("lse_c", "lse_d", "mouth_sync"):
+        assert real["metrics"][k] == pytest.approx(own["metrics"][k], rel=1e-12), k
+        assert own["baselines"]["real"]["metrics"][k] == pytest.approx(own["metrics"][k], rel=1e-12), k
+    # How to read them: the real face follows its own voice; the untouched one follows its own
+    # mouth, not the driving voice; the chance level is the two true openings' r.
+    assert (
+        real["metrics"]["lse_c"] > unsynced["metrics"]["lse_c"]
+        and real["metrics"]["lse_d"] < unsynced["metrics"]["lse_d"]
+    )
+    assert real["metrics"]["mouth_sync"] > 0.9 and unsynced["metrics"]["mouth_copy"] > 0.9
+    assert (
+        unsynced["metrics"]["mouth_sync"] < 0.9
+        and unsynced["metrics"]["mouth_chance"] == real["metrics"]["mouth_chance"]
+    )
+    off = run.evaluate_pairs(pairs, toy_data["mux"], toy_data["src"], "cross", detector, baselines=False, **kw)
+    assert off["baselines"] == {} and "baselines" not in off["pairs"][0] and off["settings"]["baselines"] is False
+    assert off["metrics"] == cross["metrics"]
+
+
+def test_pearson_and_dark_fraction_math():
+    assert mouth.pearson([1, 2, 3, 9], [2, 4, 6]) == pytest.approx(1.0)  # first min(len) entries
+    assert mouth.pearson([1, 2, np.nan, 4], [4, 3, 0, 1]) == pytest.approx(-1.0)  # NaN entries dropped
+    assert math.isnan(mouth.pearson([0.3] * 5, [1, 2, 3, 4, 5])) and math.isnan(mouth.pearson([1], [2]))
+    frames = np.full((2, 20, 30, 3), 200, np.uint8)
+    frames[:, 5:10, 4:8] = (59, 10, 10)  # dark: largest channel < 60
+    frames[1, 5:10, 8:12] = (60, 10, 10)  # not dark
+    got = mouth.mouth_darkness(frames, np.array([[4, 5, 12, 10], [3.5, 4.5, 12, 10.0]]))
+    np.testing.assert_allclose(got, [20 / 40, 20 / 54])  # the second box touches 9 x 6 pixels
+    assert np.isnan(mouth.mouth_darkness(frames[:1], np.array([[40.0, 0, 50, 5]])))[0]  # outside the frame
+    steady = mouth.steady_boxes(np.array([[10, 10, 20, 14], [0, 0, 4, 8.0]]))
+    np.testing.assert_allclose(steady, [[10, 8, 20, 16], [-3, 0, 7, 8]])  # centres kept, largest size
+
+
+@pytest.fixture(scope="module")
+def mouth_data(tmp_path_factory):
+    """Two 8 s synthetic clips (128 px), long enough that unrelated mouths correlate at chance
+    level (|r| <~ 0.2; over 1.6 s two independent openings reach r = 0.5), and frozen
+    "generated" videos: clip 0's (closed) frame 0, clip 1's first wide-open frame."""
+    from data_pipelines import synthetic
+    from diff2lip_jax.video import read_frames, write_video
+
+    root = tmp_path_factory.mktemp("mouth")
+    src = root / "src"
+    synthetic.generate_dataset(src, num_clips=2, seed=2, size=(128, 128), seconds=8.0, identities=2)
+    clips = ["id00000/id00000_clip00000", "id00001/id00001_clip00000"]
+    truths = [mouth.load_truth(src / f"{c}.mp4", 25.0) for c in clips]
+    frames = [read_frames(src / f"{c}.mp4") for c in clips]
+    x1, y1, x2, y2 = np.mean(json.loads((src / f"{clips[0]}.json").read_text())["face_boxes"], axis=0)
+    gen = root / "gen"
+    gen.mkdir()
+    assert truths[0].opening[0] == 0.0  # closed: the frozen frame has no dark pixels
+    opened = int(np.argmax(truths[1].opening > 0.8))
+    for (a, v), still in (((1, 0), frames[0][0]), ((0, 1), frames[1][opened])):
+        name = run.generated_name(run.Pair(clips[a], clips[v], 0))
+        write_video(gen / name, np.repeat(still[None], len(frames[v]), axis=0), audio_path=src / f"{clips[a]}.wav")
+    filelist = root / "cross.txt"
+    filelist.write_text(f"{clips[1]} {clips[0]}\n{clips[0]} {clips[1]}\n")
+    return dict(
+        src=src, gen=gen, filelist=filelist, truths=truths, frames=frames, box=(int(y1), int(y2), int(x1), int(x2))
+    )
+
+
+def test_mouth_measure_follows_the_true_opening_and_a_frozen_mouth_does_not(mouth_data, tmp_path):
+    for frames, truth in zip(mouth_data["frames"], mouth_data["truths"]):  # untouched clips: r 0.956, 0.970
+        assert mouth.pearson(mouth.measure_mouth(frames, truth), truth.opening) > 0.9
+    detector = make_detector("box", box=mouth_data["box"])
+    res = run.evaluate_pairs(
+        run.read_filelist(mouth_data["filelist"]), mouth_data["gen"], mouth_data["src"], "cross", detector
+    )
+    assert set(res["not_computed"]) == {"psnr", "ssim", "lmd", "fid", "lse"} and res["num_evaluated"] == 2
+    closed, still_open = res["pairs"]
+    # A frozen closed mouth: a constant measure (0 dark pixels), r undefined -> NaN, null, "–".
+    assert math.isnan(closed["mouth_sync"]) and math.isnan(closed["mouth_copy"])
+    # A frozen open mouth: chance level (|r| < 0.4, 2-3 standard errors of r for 8 s of
+    # slowly varying openings; measured 0.08 and 0.28), vs > 0.9 for a mouth that follows.
+    assert abs(still_open["mouth_sync"]) < 0.4 and abs(still_open["mouth_copy"]) < 0.4, still_open
+    assert res["metrics"]["mouth_undefined"] == {"mouth_sync": 1, "mouth_copy": 1, "mouth_chance": 0}
+    assert res["metrics"]["mouth_sync"] == pytest.approx(still_open["mouth_sync"])  # mean where defined
+    for kind, key in (("real", "mouth_sync"), ("unsynced", "mouth_copy")):  # each clip vs its own truth
+        assert all(p["baselines"][kind][key] > 0.9 for p in res["pairs"]), kind
+    assert abs(res["baselines"]["unsynced"]["metrics"]["mouth_sync"]) < 0.4
+    pairs = run.read_filelist(mouth_data["filelist"])
+    closed_only = run.evaluate_pairs(pairs[:1], mouth_data["gen"], mouth_data["src"], "cross", detector)
+    out = tmp_path / "r.json"
+    run.write_json(out, closed_only)
+    back = json.loads(out.read_text())
+    assert back["pairs"][0]["mouth_sync"] is None and back["metrics"]["mouth_sync"] is None
+    table = run.render_table([back])
+    cells = [c.strip() for c in table.splitlines()[2].strip("|").split("|")]
+    assert cells[:6] == ["diff2lip-jax", "–", "–", "–", "–", "–"] and cells[6] == f"{closed['mouth_chance']:.3f}"
+    assert "mouth r on 1 pairs (2 r undefined)" in table
+    # Without ground truth beside the sources: a notice, not an error.
+    bare = tmp_path / "bare"
+    for c in ("id00000/id00000_clip00000", "id00001/id00001_clip00000"):
+        (bare / c).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(mouth_data["src"] / f"{c}.mp4", bare / f"{c}.mp4")
+    none = run.evaluate_pairs(pairs[:1], mouth_data["gen"], bare, "cross", detector, metrics_wanted=["mouth"])
+    assert none["not_computed"]["mouth"] == mouth.NO_TRUTH and none["baselines"] == {} and none["metrics"] == {}
 
 
 # --------------------------------------------------------------------------- CLI
@@ -625,6 +790,7 @@ def test_cli_toy_run_and_bad_inputs(toy_data, tmp_path):
         "generated_dir": base[:3] + [str(tmp_path / "missing_dir")] + base[4:] + ["--mode", "cross"],
         "syncnet file": base + ["--mode", "cross", "--syncnet_kind", "wav2lip", "--syncnet", str(tmp_path / "x.pth")],
         "landmarks": base + ["--mode", "reconstruction", "--landmarks", "no_such_module_xyz:make"],
+        "mouth without ground truth": base[:5] + [str(toy_data["gen"]), "--mode", "cross", "--metrics", "mouth"],
     }
     procs = {name: _cli(*case) for name, case in bad_cases.items()}
     errors = {}
@@ -632,6 +798,7 @@ def test_cli_toy_run_and_bad_inputs(toy_data, tmp_path):
         result = finish(proc, timeout=120)
         one_line_error(result, "diff2lip-evaluate: error:", context=name)
         errors[name] = result.stderr
+    assert "--metrics=mouth" in errors["mouth without ground truth"]
     assert (
         fid_lib.FID_WEIGHTS_FILE in errors["fid without weights"]
         and "github.com/mseitzer" in errors["fid without weights"]
@@ -667,6 +834,8 @@ def test_cli_toy_run_and_bad_inputs(toy_data, tmp_path):
     assert res["num_evaluated"] == 2 and res["metrics"]["psnr"] == "inf" and res["metrics"]["lmd"] == 0.0
     assert "lse" in res["not_computed"] and abs(res["metrics"]["fid"]) < 1e-3
     assert (tmp_path / "res.md").read_text() in stdout
+    assert res["settings"]["baselines"] is True and res["baselines"]["real"]["metrics"]["mouth_sync"] > 0.9
+    assert "| real (audio source) | – | – | – | – | – | – | 0.9" in stdout  # mouth r only: no SyncNet given
     table = _cli("--table_from", f"{out},{out}", "--table", str(tmp_path / "t.md"))
     t_out, t_err = table.communicate(timeout=120)
     assert table.returncode == 0, t_err

@@ -5,7 +5,7 @@ Usage:
       [--out results.json] [--table results.md] [--on crops|full] [--face_detector cascade|s3fd|voxceleb2|box]
       [--syncnet DIR_OR_FILE --syncnet_kind ours|wav2lip|syncnet_python|module:factory]
       [--inception_weights pt_inception-2015-12-05-6726825d.pth] [--landmarks module:factory]
-      [--metrics psnr,ssim,fid,lmd,lse] [--max_pairs N]
+      [--metrics psnr,ssim,fid,lmd,lse,mouth] [--max_pairs N] [--nobaselines]
   diff2lip-evaluate --table_from a.json,b.json [--table out.md]      (table of earlier runs only)
 
 Filelist lines are ``audio_source video_source`` (relative, no extension); the
@@ -15,8 +15,16 @@ replaced by "." (the official generate_dist.py naming); sources are
 against the source video; cross: FID and LSE. Each metric runs when its network
 is given (FID: ``--inception_weights``; LSE: ``--syncnet``; LMD: ``--landmarks``)
 and is otherwise reported as not computed, with the reason; naming a metric in
-``--metrics`` makes its network mandatory. Missing generated files are counted,
-not fatal. See diff2lip_jax/evaluate/run.py for what each metric is computed on.
+``--metrics`` makes its network mandatory. Mouth r (synthetic clips only) needs
+the ``<clip>.json`` ground truth that diff2lip-synth writes beside each source.
+
+Baselines (default on; ``--nobaselines`` to skip): LSE and mouth r of two rows
+scored from the sources alone, "real (audio source)" -- the audio source's own
+video and sound, the ceiling -- and, in cross mode, "unsynced (video source +
+driving audio)" -- the untouched video source with the driving audio, the floor.
+A lip-sync method's LSE-C/D read between the two. Missing generated files are
+counted, not fatal. See diff2lip_jax/evaluate/run.py for what each metric is
+computed on.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from typing import Any
 from absl import flags
 
 from diff2lip_jax.evaluate import fid as fid_lib
+from diff2lip_jax.evaluate import mouth as mouth_lib
 from diff2lip_jax.evaluate import run as run_lib
 
 PROG = "diff2lip-evaluate"
@@ -63,6 +72,7 @@ _NAMES = (
     "method",
     "table_from",
     "overwrite",
+    "baselines",
 )
 
 
@@ -102,6 +112,9 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
     flags.DEFINE_string("method", "diff2lip-jax", "method label (table row)", **kw)
     flags.DEFINE_list("table_from", None, "only render a table from these result JSON files", **kw)
     flags.DEFINE_bool("overwrite", False, "replace an existing --out / --table (refused otherwise)", **kw)
+    flags.DEFINE_bool(
+        "baselines", True, "also score the sources: real (audio source) and, in cross, unsynced rows", **kw
+    )
     for name in _NAMES:
         fv.register_key_flag_for_module(sys.argv[0], fv[name])
 
@@ -200,7 +213,7 @@ def _no_pair_evaluated(results: dict[str, Any]) -> str:
     return f"none of the {n} pairs of --filelist could be evaluated (first failure: {first})"
 
 
-def _setup() -> dict[str, Any]:
+def _setup(pairs: list[run_lib.Pair]) -> dict[str, Any]:
     """Validates the flags and builds detector and networks (ValueError/FileNotFoundError = user error)."""
     for name in ("filelist", "generated_dir", "source_dir", "mode"):
         if not FLAGS[name].value:
@@ -275,6 +288,10 @@ def _setup() -> dict[str, Any]:
             raise ValueError(f"cannot compute LMD: it {_LMD_MISSING}")
         else:
             not_computed["lmd"] = _LMD_MISSING
+    if "mouth" in mode_metrics and not run_lib.has_mouth_truth(pairs, FLAGS.source_dir, FLAGS.source_ext):
+        if explicit:
+            raise ValueError(f"--metrics=mouth: {mouth_lib.NO_TRUTH}; no pair of --filelist has one under --source_dir")
+        not_computed["mouth"] = mouth_lib.NO_TRUTH
     return dict(
         detector=detector,
         pads=pads,
@@ -306,7 +323,9 @@ def _main(argv: list[str]) -> None:
         raise ValueError(f"--out and --table are the same file {out}; pass different paths")
     _check_writable(out, "out" if FLAGS.out else "out (default)")
     _check_writable(table_path, "table" if FLAGS.table else "table (default: --out with .md)")
-    setup = _setup()
+    if FLAGS.max_pairs:
+        pairs = pairs[: FLAGS.max_pairs]
+    setup = _setup(pairs)
     # Only now, when every input is valid: a user error stays the one line on stderr.
     if setup["inception"] is not None and FLAGS.fid_weights == "random":
         print(
@@ -316,8 +335,6 @@ def _main(argv: list[str]) -> None:
         )
     for m, why in setup["not_computed"].items():
         print(f"{PROG}: note: {m.upper()} not computed: {why}", file=sys.stderr)
-    if FLAGS.max_pairs:
-        pairs = pairs[: FLAGS.max_pairs]
     settings = {
         "filelist": FLAGS.filelist,
         "generated_dir": FLAGS.generated_dir,
@@ -349,6 +366,7 @@ def _main(argv: list[str]) -> None:
         fid_method=FLAGS.fid_method,
         vshift=FLAGS.vshift,
         lmd_center=FLAGS.lmd_center,
+        baselines=FLAGS.baselines,
         not_computed=setup["not_computed"],
         dataset=FLAGS.dataset or run_lib.dataset_name(FLAGS.filelist),
         method=FLAGS.method,

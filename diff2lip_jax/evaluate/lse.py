@@ -91,6 +91,10 @@ class SyncResult:
     curve: np.ndarray
     num_windows: int
 
+    def record(self) -> dict[str, float | int]:
+        """The per-clip JSON fields: ``lse_c``, ``lse_d``, ``av_offset``, ``lse_windows``."""
+        return {"lse_c": self.lse_c, "lse_d": self.lse_d, "av_offset": self.offset, "lse_windows": self.num_windows}
+
 
 def sync_curve(face_emb: np.ndarray, audio_emb: np.ndarray, vshift: int = VSHIFT) -> np.ndarray:
     """Mean distance per shift (syncnet_python ``calc_pdist`` + mean): float64 ``[2 vshift + 1]``.

@@ -27,6 +27,15 @@ frame size, it is detected on itself). What each metric sees:
 * LMD (reconstruction only): :mod:`.lmd` on the 128 px crops.
 * LSE-C/D: :mod:`.lse` on the generated video with its own audio track (the
   audio source file when the generated file has no sound).
+* mouth r (synthetic clips, when ``<clip>.json`` ground truth lies beside both
+  sources): :mod:`.mouth` -- the generated video's mouth opening, measured in the
+  video source's (steady) true mouth boxes, correlated with the driving clip's true opening
+  (``mouth_sync``), the video source's (``mouth_copy``) and the two true openings with
+  each other (``mouth_chance``), over the first ``min`` frames of the three. In
+  reconstruction the sources are one clip: copy = sync and chance = 1.
+* Baselines (``baselines=True``, the default): :mod:`.baselines` -- LSE and mouth r of
+  "real" (the audio source's own video and audio) and, in the cross setting,
+  "unsynced" (the untouched video source with the driving audio), on the same pairs.
 
 Missing generated files are counted and listed, never fatal; a pair that fails
 (unreadable video, clip too short, ...) is recorded with its error. JSON has no
@@ -48,18 +57,21 @@ from typing import Any
 import numpy as np
 
 from diff2lip_jax.audio import load_audio
+from diff2lip_jax.constants import FPS
+from diff2lip_jax.evaluate import baselines as baselines_lib
 from diff2lip_jax.evaluate import lmd as lmd_lib
 from diff2lip_jax.evaluate import lse as lse_lib
 from diff2lip_jax.evaluate import metrics
+from diff2lip_jax.evaluate import mouth as mouth_lib
+from diff2lip_jax.evaluate.table import NO_GROUND_TRUTH, NOT_REQUESTED, render_table
 from diff2lip_jax.face import FaceDetector, crop_and_resize, detect_faces
 from diff2lip_jax.video import MediaError, probe, read_frames
 
 MODES = ("reconstruction", "cross")
 ON = ("crops", "full")
 CROP_SIZE = 128
-METRICS = ("psnr", "ssim", "fid", "lmd", "lse")
-MODE_METRICS = {"reconstruction": METRICS, "cross": ("fid", "lse")}
-NO_GROUND_TRUTH = "not defined in the cross setting (no ground-truth video for the new audio)"
+METRICS = ("psnr", "ssim", "fid", "lmd", "lse", "mouth")
+MODE_METRICS = {"reconstruction": METRICS, "cross": ("fid", "lse", "mouth")}
 
 __all__ = [
     "Pair",
@@ -70,6 +82,7 @@ __all__ = [
     "write_json",
     "render_table",
     "dataset_name",
+    "has_mouth_truth",
     "MODES",
     "ON",
     "METRICS",
@@ -134,9 +147,17 @@ class _Options:
     fid_frame_stride: int
     vshift: int
     lmd_center: bool
+    baselines: baselines_lib.BaselineScorer | None = None
+    truths: mouth_lib.TruthCache = dataclasses.field(default_factory=lambda: mouth_lib.TruthCache(FPS))
     # FID features of all pairs so far (generated and source sets).
     fid_generated: list[np.ndarray] = dataclasses.field(default_factory=list)
     fid_source: list[np.ndarray] = dataclasses.field(default_factory=list)
+
+
+def has_mouth_truth(pairs: Iterable[Pair], source_dir: str | os.PathLike[str], source_ext: str = "mp4") -> bool:
+    """Whether any pair has mouth ground truth (:func:`.mouth.truth_path`) beside both of its sources."""
+    sdir = pathlib.Path(source_dir)
+    return any(mouth_lib.has_truth(sdir / f"{s}.{source_ext}" for s in (p.audio_source, p.video_source)) for p in pairs)
 
 
 def _evaluate_pair(
@@ -178,8 +199,18 @@ def _evaluate_pair(
         has_audio = probe(gen_path).has_audio
         wav = load_audio(gen_path if has_audio else audio_path)
         rec["lse_audio"] = "generated" if has_audio else "audio_source"
-        res = lse_lib.evaluate_sync(gen, gen_boxes, wav, opt.scorer, vshift=opt.vshift)
-        rec.update(lse_c=res.lse_c, lse_d=res.lse_d, av_offset=res.offset, lse_windows=res.num_windows)
+        rec.update(lse_lib.evaluate_sync(gen, gen_boxes, wav, opt.scorer, vshift=opt.vshift).record())
+    audio_truth = video_truth = None
+    if "mouth" in wanted:  # the generated mouth in the video source's true mouth boxes
+        audio_truth, video_truth, why = opt.truths.pair(audio_path, src_path)
+        if why is None and not same_size:
+            why = f"generated frames are {gen.shape[2]}x{gen.shape[1]}, not the source's {src.shape[2]}x{src.shape[1]}"
+        if why is None:
+            rec.update(mouth_lib.mouth_record(gen, video_truth, audio_truth, video_truth))
+        else:
+            rec["mouth_skipped"] = why
+    if opt.baselines is not None:
+        rec["baselines"] = opt.baselines.pair(src, src_boxes, src_path, audio_path, audio_truth, video_truth)
     if "fid" in wanted:  # last, both sets at once: a failed pair adds nothing to either FID set
         g, s = (opt.inception(x[:: opt.fid_frame_stride]) for x in (gen_img, src_img))
         opt.fid_generated.append(g)
@@ -205,6 +236,7 @@ def evaluate_pairs(
     fid_method: metrics.FIDMethod = "sqrtm",
     vshift: int = lse_lib.VSHIFT,
     lmd_center: bool = False,
+    baselines: bool = True,
     not_computed: dict[str, str] | None = None,
     dataset: str = "",
     method: str = "diff2lip-jax",
@@ -223,6 +255,7 @@ def evaluate_pairs(
       inception: frames uint8 ``[N, H, W, 3]`` -> features ``[N, D]`` (FID).
       scorer: LSE scoring network; landmarks: LMD landmark model.
       on: "crops" or "full" for PSNR, SSIM, FID.
+      baselines: also score the :mod:`.baselines` rows (LSE and mouth r of the sources).
       not_computed: metric -> reason, for metrics the caller could not set up.
       dataset, method, settings: copied into the result (table labels, provenance).
       log: progress lines.
@@ -230,7 +263,8 @@ def evaluate_pairs(
     Returns:
       JSON-able dict: dataset, method, mode, settings, counts, ``metrics``
       (aggregates), ``not_computed`` (metric -> reason), ``missing`` (generated
-      files not found), ``pairs`` (per-pair records).
+      files not found), ``pairs`` (per-pair records), ``baselines`` (kind -> row,
+      :func:`.baselines.summarize`; ``{}`` without them).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -244,7 +278,9 @@ def evaluate_pairs(
             skipped[m] = NO_GROUND_TRUTH
     for m in MODE_METRICS[mode]:
         if metrics_wanted is not None and m not in metrics_wanted and m not in skipped:
-            skipped[m] = "not requested"
+            skipped[m] = NOT_REQUESTED
+    if "mouth" not in skipped and not has_mouth_truth(pairs, source_dir, source_ext):
+        skipped["mouth"] = mouth_lib.NO_TRUTH
     available = {"fid": inception, "lse": scorer, "lmd": landmarks}
     for m, obj in available.items():
         if obj is None and m not in skipped:
@@ -258,6 +294,9 @@ def evaluate_pairs(
     opt = _Options(
         mode, wanted, detector, tuple(pads), inception, scorer, landmarks, on, fid_frame_stride, vshift, lmd_center
     )
+    if baselines and any(m in wanted for m in baselines_lib.METRICS):
+        lse_scorer = scorer if "lse" in wanted else None
+        opt.baselines = baselines_lib.BaselineScorer(mode, detector, pads, lse_scorer, vshift, "mouth" in wanted)
     records, missing = [], []
     start = time.perf_counter()
     for k, pair in enumerate(pairs, start=1):
@@ -285,17 +324,13 @@ def evaluate_pairs(
                 rec.update(status="failed", error=" ".join(str(e).split()))
         records.append(rec)
         if log:
-            shown = ", ".join(f"{m} {rec[m]:.4g}" for m in ("psnr", "ssim", "lmd", "lse_c", "lse_d") if m in rec)
             log(
                 f"[{k}/{len(pairs)}] {rec['generated']}: {rec['status']}"
-                + (f" ({rec.get('error')})" if rec["status"] == "failed" else f" {shown}")
+                + (f" ({rec.get('error')})" if rec["status"] == "failed" else f" {_shown(rec)}")
             )
     ok = [r for r in records if r["status"] == "ok"]
-    agg: dict[str, Any] = {}
-    for m in ("psnr", "ssim", "lmd", "lse_c", "lse_d"):
-        if (m if not m.startswith("lse") else "lse") in wanted:
-            vals = np.array([r[m] for r in ok if m in r and not (isinstance(r[m], float) and math.isnan(r[m]))])
-            agg[m] = float(vals.mean()) if vals.size else float("nan")
+    agg: dict[str, Any] = {m: baselines_lib.mean_over(ok, m) for m in ("psnr", "ssim", "lmd") if m in wanted}
+    agg.update(baselines_lib.aggregate(ok, wanted))
     if "fid" in wanted:
         g = np.concatenate(opt.fid_generated) if opt.fid_generated else np.zeros((0, 1))
         s = np.concatenate(opt.fid_source) if opt.fid_source else np.zeros((0, 1))
@@ -309,7 +344,7 @@ def evaluate_pairs(
         "dataset": dataset,
         "method": method,
         "mode": mode,
-        "settings": dict(settings or {}, on=on, fid_method=fid_method, vshift=vshift),
+        "settings": dict(settings or {}, on=on, fid_method=fid_method, vshift=vshift, baselines=bool(opt.baselines)),
         "num_pairs": len(pairs),
         "num_evaluated": len(ok),
         "num_missing": len(missing),
@@ -319,7 +354,20 @@ def evaluate_pairs(
         "missing": missing,
         "seconds": round(time.perf_counter() - start, 2),
         "pairs": records,
+        "baselines": baselines_lib.summarize(ok, mode, wanted) if opt.baselines else {},
     }
+
+
+_LOGGED = ("psnr", "ssim", "lmd", "lse_c", "lse_d", "mouth_sync")
+
+
+def _shown(rec: dict[str, Any]) -> str:
+    """The progress line's metrics of an evaluated pair, and of its baselines."""
+    shown = ", ".join(f"{m} {rec[m]:.4g}" for m in _LOGGED if m in rec)
+    for kind, b in rec.get("baselines", {}).items():
+        got = ", ".join(f"{m} {b[m]:.4g}" for m in _LOGGED if m in b)
+        shown += f"; {kind}: " + (got if b["status"] == "ok" else f"failed ({b['error']})")
+    return shown + (f"; mouth r not computed: {rec['mouth_skipped']}" if "mouth_skipped" in rec else "")
 
 
 def json_safe(obj: Any) -> Any:
@@ -350,72 +398,3 @@ def write_json(path: str | os.PathLike[str], results: dict[str, Any]) -> None:
         os.replace(tmp, p)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-# ---------------------------------------------------------------- table
-
-_COLUMNS = {
-    "reconstruction": (
-        ("psnr", "PSNR↑", 2),
-        ("ssim", "SSIM↑", 3),
-        ("fid", "FID↓", 2),
-        ("lmd", "LMD↓", 3),
-        ("lse_c", "LSE-C↑", 3),
-        ("lse_d", "LSE-D↓", 3),
-    ),
-    "cross": (("fid", "FID↓", 2), ("lse_c", "LSE-C↑", 3), ("lse_d", "LSE-D↓", 3)),
-}
-
-
-def _cell(value: Any, decimals: int) -> str:
-    if value is None or value == "nan" or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if value in ("inf", float("inf")):
-        return "∞"
-    return f"{float(value):.{decimals}f}"
-
-
-def render_table(results: Sequence[dict[str, Any]]) -> str:
-    """Markdown table shaped like the paper's Table 2: one row per method, a column
-    group per (dataset, setting): reconstruction PSNR↑ SSIM↑ FID↓ LMD↓ LSE-C↑ LSE-D↓,
-    cross FID↓ LSE-C↑ LSE-D↓. "–" = not computed (reasons in the notes), "∞" = identical frames."""
-    groups: list[tuple[str, str]] = []
-    rows: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}
-    for r in results:
-        key = (r.get("dataset") or "data", r["mode"])
-        if key not in groups:
-            groups.append(key)
-        rows.setdefault(r.get("method") or "method", {})[key] = r
-    header = ["Method"] + [
-        f"{d} {'recon.' if m == 'reconstruction' else 'cross'} {label}"
-        for d, m in groups
-        for _, label, _ in _COLUMNS[m]
-    ]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join([" --- "] + [" ---: "] * (len(header) - 1)) + "|"]
-    for method, by_group in rows.items():
-        cells = [method]
-        for g in groups:
-            r = by_group.get(g)
-            cells += [_cell(r["metrics"].get(k) if r else None, dec) for k, _, dec in _COLUMNS[g[1]]]
-        lines.append("| " + " | ".join(cells) + " |")
-    notes = []
-    for r in results:
-        where = f"{r.get('method')} / {r.get('dataset')} {r['mode']}"
-        s = r.get("settings", {})
-        done = r.get("metrics", {})
-        how = [f"PSNR/SSIM/FID on {s.get('on', 'crops')}"]
-        if "fid" in done:
-            how.append(
-                f"FID via {s.get('fid_method', 'sqrtm')}"
-                + (" with RANDOM Inception weights" if s.get("inception_weights") == "random" else "")
-            )
-        if "lse_c" in done:
-            how.append(f"LSE scorer {s.get('syncnet_kind') or 'custom'}, vshift {s.get('vshift', lse_lib.VSHIFT)}")
-        notes.append(
-            f"- {where}: {r['num_evaluated']}/{r['num_pairs']} pairs evaluated, {r['num_missing']} "
-            f"generated files missing, {r['num_failed']} failed; {'; '.join(how)}."
-        )
-        for m, why in r.get("not_computed", {}).items():
-            if why not in (NO_GROUND_TRUTH, "not requested"):
-                notes.append(f"  - {m.upper()} not computed: {why}")
-    return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
