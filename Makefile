@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast lint fmt demo bench clean
+.PHONY: install test test-fast lint fmt demo demo-long bench clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,8 +36,13 @@ fmt: install
 demo: install
 	bash scripts/demo.sh
 
+# Longer training (about an hour on 2 CPU cores): more speakers, SyncNet and Diff2Lip steps.
+demo-long: install
+	OUT=$${OUT:-demo_long_out} CLIPS=$${CLIPS:-30} SYNC_STEPS=$${SYNC_STEPS:-1500} D2L_STEPS=$${D2L_STEPS:-2400} \
+	  PAIRS=$${PAIRS:-6} bash scripts/demo.sh
+
 bench: install
 	$(PY) benchmarks/unet.py --config=configs/diff2lip.py:tiny
 
 clean:
-	rm -rf $(VENV) demo_out .pytest_cache
+	rm -rf $(VENV) demo_out demo_long_out .pytest_cache

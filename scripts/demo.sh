@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
-# `make demo`: the whole system on synthetic data, on CPU, in a few minutes:
-# synthesise talking faces -> preprocess into ArrayRecord -> train the tiny SyncNet ->
-# train the tiny Diff2Lip -> lip-sync a held-out clip to another clip's audio ->
-# metrics table. Everything lands in demo_out/ (training workdir: demo_out/workdir).
+# `make demo`: the whole system on synthetic data, on CPU: synthesise talking faces ->
+# preprocess into ArrayRecord -> train the tiny SyncNet -> train the tiny Diff2Lip ->
+# lip-sync held-out identities to other held-out clips' audio (cross) and reconstruct
+# one clip -> metrics with the real / unsynced baselines and the mouth-opening r.
+# Everything lands in $OUT (default demo_out; training workdir: $OUT/workdir).
 #
-# Variables (optional): OUT (default demo_out), PY (default .venv/bin), SYNC_STEPS,
-# D2L_STEPS, CLIPS (number of synthetic clips, one speaker each). The step counts fit the
-# whole demo, install included, in 15 minutes on 2 CPU cores: enough to see every stage
-# work, far too few for good lip-sync (configs/*.py:tiny train much longer).
+# Variables (optional): OUT, PY (default .venv/bin), CLIPS (synthetic clips, one speaker
+# each; 20% are held out), SYNC_STEPS, D2L_STEPS, PAIRS (held-out cross pairs scored).
+# The defaults fit `make demo` (install included) in about 15 minutes on 2 CPU cores;
+# `make demo-long` trains longer (README: "What the demo shows").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-demo_out}
 BIN=${PY:-.venv/bin}
 SYNC_STEPS=${SYNC_STEPS:-800}
-D2L_STEPS=${D2L_STEPS:-100}
-CLIPS=${CLIPS:-12}
+D2L_STEPS=${D2L_STEPS:-600}
+CLIPS=${CLIPS:-24}
+PAIRS=${PAIRS:-4}
+DDIM=${DDIM:-5}  # the tiny model predicts x0: 5 DDIM steps suffice
 export JAX_PLATFORMS=${JAX_PLATFORMS:-cpu}
 export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-$OUT/.jax_cache}
 start=$(date +%s)
@@ -37,39 +40,48 @@ stage "train the tiny SyncNet expert"
 "$BIN/diff2lip-train-syncnet" --config=configs/syncnet.py:tiny --workdir="$OUT/syncnet" \
   --config.data.dir="$OUT/data/prepared" --config.train.num_steps="$SYNC_STEPS"
 
-stage "train the tiny Diff2Lip (five losses; LPIPS with random weights offline)"
+stage "train the tiny Diff2Lip (x0 prediction, L_simple + L2 + SyncNet loss; LPIPS and GAN off on CPU)"
 "$BIN/diff2lip-train" --config=configs/diff2lip.py:tiny --workdir="$OUT/workdir" \
   --config.data.dir="$OUT/data/prepared" --config.syncnet.checkpoint="$OUT/syncnet" \
   --config.train.num_steps="$D2L_STEPS" --config.train.sample_every="$D2L_STEPS" \
   --config.train.eval_every="$D2L_STEPS" --config.train.checkpoint_every="$D2L_STEPS"
 
-# A held-out (val split) clip's video with a training clip's audio (cross), and the same clip
-# with its own audio (reconstruction), named as diff2lip-evaluate expects: <audio>_<video>.mp4.
-read -r VIDEO_SRC AUDIO_SRC < <("$BIN/python" - "$OUT/data/prepared" <<'PY'
+# Held-out (val split) identities only: pair i = clip i's video with clip i+1's audio
+# (cross), and clip 0 with its own audio (reconstruction). File names are what
+# diff2lip-evaluate expects: <audio>_<video>.mp4.
+"$BIN/python" - "$OUT/data/prepared" "$PAIRS" > "$OUT/filelist_cross.txt" <<'PY'
 import sys
 from diff2lip_jax.data import open_split, text
-val, train = open_split(sys.argv[1], "val"), open_split(sys.argv[1], "train")
-print(text(val[0]["clip_id"]), text(train[0]["clip_id"]))
+val = open_split(sys.argv[1], "val")
+ids = [text(val[i]["clip_id"]) for i in range(len(val))]
+for i in range(min(int(sys.argv[2]), len(ids))):
+    print(ids[(i + 1) % len(ids)], ids[i])
 PY
-)
+read -r AUDIO_SRC VIDEO_SRC < "$OUT/filelist_cross.txt"
+echo "$VIDEO_SRC $VIDEO_SRC" > "$OUT/filelist_reconstruction.txt"
 RAW="$OUT/data/raw"
 mkdir -p "$OUT/generated/cross" "$OUT/generated/reconstruction"
-echo "$AUDIO_SRC $VIDEO_SRC" > "$OUT/filelist_cross.txt"
-echo "$VIDEO_SRC $VIDEO_SRC" > "$OUT/filelist_reconstruction.txt"
 name() { echo "${1//\//.}_${2//\//.}.mp4"; }
-CROSS_MP4="$OUT/generated/cross/$(name "$AUDIO_SRC" "$VIDEO_SRC")"
-RECON_MP4="$OUT/generated/reconstruction/$(name "$VIDEO_SRC" "$VIDEO_SRC")"
 
-stage "lip-sync $VIDEO_SRC to the audio of $AUDIO_SRC (cross), with the Fig. 3 strip"
-"$BIN/diff2lip-generate" --checkpoint="$OUT/workdir" --video="$RAW/$VIDEO_SRC.mp4" --audio="$RAW/$AUDIO_SRC.mp4" \
-  --out="$CROSS_MP4" --fig3_strip="$OUT/fig3_strip.png" --ddim_steps=25
-cp "$CROSS_MP4" "$OUT/lipsync.mp4"
+stage "lip-sync $(wc -l < "$OUT/filelist_cross.txt") held-out clips to other held-out clips' audio (cross)"
+first=1
+while read -r audio video; do
+  extra=()
+  if [ "$first" = 1 ]; then
+    extra=(--fig3_strip="$OUT/fig3_strip.png" --side_by_side="$OUT/side_by_side.mp4")
+    first=0
+  fi
+  "$BIN/diff2lip-generate" --checkpoint="$OUT/workdir" --video="$RAW/$video.mp4" --audio="$RAW/$audio.mp4" \
+    --out="$OUT/generated/cross/$(name "$audio" "$video")" --ddim_steps="$DDIM" --progress=false "${extra[@]}"
+done < "$OUT/filelist_cross.txt"
+cp "$OUT/generated/cross/$(name "$AUDIO_SRC" "$VIDEO_SRC")" "$OUT/lipsync.mp4"
 
 stage "reconstruction: $VIDEO_SRC from its first frame and its own audio"
 "$BIN/diff2lip-generate" --checkpoint="$OUT/workdir" --video="$RAW/$VIDEO_SRC.mp4" --audio="$RAW/$VIDEO_SRC.mp4" \
-  --out="$RECON_MP4" --mode=reconstruction --ddim_steps=25
+  --out="$OUT/generated/reconstruction/$(name "$VIDEO_SRC" "$VIDEO_SRC")" --mode=reconstruction \
+  --ddim_steps="$DDIM" --progress=false
 
-stage "metrics (FID with RANDOM Inception weights: no pt_inception weights offline)"
+stage "metrics, with the real / unsynced baselines (FID with RANDOM Inception weights: none offline)"
 for mode in reconstruction cross; do
   "$BIN/diff2lip-evaluate" --filelist="$OUT/filelist_$mode.txt" --mode="$mode" --source_dir="$RAW" \
     --generated_dir="$OUT/generated/$mode" --syncnet="$OUT/syncnet" --fid_weights=random \
@@ -77,10 +89,25 @@ for mode in reconstruction cross; do
 done
 "$BIN/diff2lip-evaluate" --table_from="$OUT/metrics_reconstruction.json,$OUT/metrics_cross.json" \
   --table="$OUT/metrics.md"
+echo
 cat "$OUT/metrics.md"
 
 echo
-echo "demo done in $(( $(date +%s) - start )) s:"
+echo "demo done in $(( $(date +%s) - start )) s. Lip-sync on held-out identities (cross, $(wc -l < "$OUT/filelist_cross.txt") pairs):"
+"$BIN/python" - "$OUT/metrics_cross.json" "$OUT/metrics_reconstruction.json" <<'PY'
+import json, sys
+cross, recon = (json.load(open(p)) for p in sys.argv[1:])
+m, baselines = cross["metrics"], cross.get("baselines", {})
+fmt = lambda v: "-" if v is None else f"{float(v):.3f}"
+print(f"  mouth r with the driving audio {fmt(m.get('mouth_sync'))} (copying the video {fmt(m.get('mouth_copy'))}, "
+      f"chance {fmt(m.get('mouth_chance'))})")
+real = baselines.get("real", {}).get("metrics", {})
+unsynced = baselines.get("unsynced", {}).get("metrics", {})
+print(f"  LSE-C {fmt(m.get('lse_c'))} (unsynced {fmt(unsynced.get('lse_c'))}, real {fmt(real.get('lse_c'))}); "
+      f"LSE-D {fmt(m.get('lse_d'))} (unsynced {fmt(unsynced.get('lse_d'))}, real {fmt(real.get('lse_d'))})")
+print(f"  reconstruction PSNR on crops {fmt(recon['metrics'].get('psnr'))} dB")
+PY
+echo "  side by side (video | lip-synced | driving clip)  $OUT/side_by_side.mp4"
 echo "  lip-synced video       $OUT/lipsync.mp4"
 echo "  Fig. 3 strip           $OUT/fig3_strip.png"
 echo "  training sample grids  $OUT/workdir/samples/"

@@ -95,6 +95,13 @@ def define_flags() -> None:
         FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
 
 
+def _config_given() -> bool:
+    """Whether --config or a --config.a.b override is on the command line: without them a
+    model directory is sampled with the flags it was trained with (its meta), not the
+    library default's."""
+    return FLAGS["config"].present or any(FLAGS[n].present for n in FLAGS if n.startswith("config."))
+
+
 def _main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise ValueError(f"unexpected arguments {argv[1:]}; every input is a flag (--video, --audio, ...)")
@@ -114,7 +121,7 @@ def _main(argv: list[str]) -> None:
         FLAGS.audio,
         FLAGS.out,
         checkpoint=FLAGS.checkpoint,
-        config=FLAGS.config,
+        config=FLAGS.config if _config_given() else None,
         step=FLAGS.step,
         mode=FLAGS.mode,
         ddim_steps=FLAGS.ddim_steps,
