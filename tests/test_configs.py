@@ -90,7 +90,7 @@ DIFF2LIP_OFFICIAL = {
 }
 DIFF2LIP_TINY = {
     "data": {"dir": "", "eval_split": "val", "train_split": "train", "worker_count": 0},
-    "diffusion": OFFICIAL_DIFFUSION,
+    "diffusion": {**OFFICIAL_DIFFUSION, "learn_sigma": False, "predict_xstart": True},
     "discriminator": {"base_channels": 32, "num_layers": 2},
     "loss": {
         "face_hide_percentage": 0.5,
@@ -106,9 +106,11 @@ DIFF2LIP_TINY = {
     "mesh": {"data": -1, "fsdp": 1},
     "model": {
         **OFFICIAL_MODEL,
-        "attention_resolutions": "16,8",
-        "audio_encoder_kwargs": {"num_res_blocks": 1},
-        "image_size": 64,
+        "attention_resolutions": "8",
+        "audio_encoder_kwargs": {"channel_mult": (1, 2, 2), "init_spatial_dim": 32, "num_res_blocks": 1},
+        "channel_mult": "1,2,2",
+        "image_size": 32,
+        "learn_sigma": False,
         "num_channels": 32,
         "num_head_channels": 16,
         "num_res_blocks": 1,
@@ -116,18 +118,18 @@ DIFF2LIP_TINY = {
     "syncnet": {"base_channels": 16, "checkpoint": "", "embed_dim": 128, "kind": "ours"},
     "train": {
         "batch_size": 4,
-        "checkpoint_every": 100,
+        "checkpoint_every": 300,
         "d_lr": 0.0002,
         "ema_rate": 0.95,
         "eval_batches": 2,
-        "eval_every": 150,
+        "eval_every": 300,
         "grad_clip": 1.0,
         "keep_checkpoints": 3,
-        "log_every": 10,
+        "log_every": 25,
         "lr": 0.001,
-        "num_steps": 300,
+        "num_steps": 600,
         "sample_ddim_steps": 5,
-        "sample_every": 150,
+        "sample_every": 300,
         "seed": 0,
         "warmup_steps": 0,
         "weight_decay": 0.0,
@@ -135,7 +137,7 @@ DIFF2LIP_TINY = {
     "task": "diff2lip",
     "variant": "tiny",
 }
-# losses=ROW: the loss weights of the ablation row (the same in both variants).
+# losses=ROW: the loss weights of the ablation row (official; tiny in TINY_LOSS_WEIGHTS).
 LOSS_WEIGHTS = {
     "recon": {"face_hide_percentage": 0.5, "gan": 0.0, "l2": 1.0, "lpips": 0.0, "simple": 1.0, "sync": 0.0, "vb": 1.0},
     "sync": {"face_hide_percentage": 0.5, "gan": 0.0, "l2": 1.0, "lpips": 0.0, "simple": 1.0, "sync": 0.05, "vb": 1.0},
@@ -149,6 +151,10 @@ LOSS_WEIGHTS = {
         "vb": 1.0,
     },
     "gan": {"face_hide_percentage": 0.5, "gan": 0.01, "l2": 1.0, "lpips": 0.2, "simple": 1.0, "sync": 0.05, "vb": 1.0},
+}
+# tiny: no vb (no learned sigmas), sync 0.1, LPIPS and GAN off.
+TINY_LOSS_WEIGHTS = {
+    row: dict(w, vb=0.0, sync=0.1 if w["sync"] else 0.0, lpips=0.0, gan=0.0) for row, w in LOSS_WEIGHTS.items()
 }
 SYNCNET_OFFICIAL = {
     "augment": {"color": 0.0, "flip": False, "max_zoom": 0.0},
@@ -188,7 +194,7 @@ SYNCNET_TINY = {
         "base_channels": 16,
         "embed_dim": 512,
         "face_mult": (2, 4, 8, 16, 16),
-        "image_size": 64,
+        "image_size": 32,
         "num_res_blocks": 0,
     },
     "negatives": {"min_offset": 5, "same_clip": True},
@@ -224,7 +230,7 @@ def assert_same(got, want, path="config"):
 def diff2lip_expected(variant: str, losses: str) -> dict:
     want = copy.deepcopy(DIFF2LIP_OFFICIAL if variant == "official" else DIFF2LIP_TINY)
     want["losses"] = losses
-    want["loss"] = LOSS_WEIGHTS[losses]
+    want["loss"] = (LOSS_WEIGHTS if variant == "official" else TINY_LOSS_WEIGHTS)[losses]
     return want
 
 
@@ -318,7 +324,7 @@ def test_configs_load_by_path_with_config_flags():
         text=True,
         check=True,
     )
-    assert proc.stdout.split() == ["tiny", "sync", "64", "0.0"]
+    assert proc.stdout.split() == ["tiny", "sync", "32", "0.0"]
 
 
 def test_recipes_are_config_dicts():

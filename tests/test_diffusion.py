@@ -177,7 +177,8 @@ def test_beta_schedules():
 def test_model_timesteps_and_config():
     cfg = load_config("diff2lip", "tiny")
     diff = create_diffusion_from_config(cfg)  # whole config: model keys ignored
-    assert diff.num_timesteps == 25 and diff.learn_sigma
+    assert diff.num_timesteps == 25 and diff.learn_sigma == cfg.model.learn_sigma
+    assert diff.predict_xstart == cfg.diffusion.predict_xstart
     train = create_diffusion_from_config(cfg.diffusion, timestep_respacing="")
     assert train.num_timesteps == 1000
     t = jnp.array([0, 24, 3])
@@ -426,6 +427,9 @@ def tiny_unet():
     from diff2lip_jax.models import build_unet, init_params
 
     cfg = load_config("diff2lip", "tiny")
+    # The official head: learned sigmas and eps prediction (the tiny recipe trains x0, fixed sigmas).
+    cfg.model.learn_sigma = True
+    cfg.diffusion.predict_xstart = False
     model = build_unet(cfg.model)
     shapes = jax.eval_shape(lambda k: init_params(model, k), jax.random.key(0))
     rng = np.random.default_rng(7)

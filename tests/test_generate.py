@@ -32,7 +32,7 @@ def tiny_config():
     from helpers_config import load_config
 
     cfg = load_config("diff2lip", "tiny")
-    cfg.model.attention_resolutions = "8"  # one attention level: faster to compile
+    cfg.model.image_size = SIZE  # the tiny recipe trains at 32 px; 64 keeps the crop/paste resizes exact
     return cfg
 
 
@@ -59,7 +59,8 @@ def model_dir(tmp_path_factory):
 
     path = tmp_path_factory.mktemp("gen_model") / "model"
     cfg = tiny_config()
-    checkpoint.save_model(str(path), random_params(cfg.model), cfg.model)
+    # As a training run writes it: the model's diffusion flags travel in the meta.
+    checkpoint.save_model(str(path), random_params(cfg.model), cfg.model, meta={"diffusion": cfg.diffusion.to_dict()})
     return path
 
 
@@ -365,13 +366,14 @@ def test_model_directory_is_sampled_with_its_training_diffusion_flags(tmp_path):
     from diff2lip_jax import checkpoint
 
     cfg = tiny_config()
-    trained = dict(cfg.diffusion.to_dict(), predict_xstart=True, noise_schedule="cosine")
+    mine = bool(cfg.diffusion.predict_xstart)
+    trained = dict(cfg.diffusion.to_dict(), predict_xstart=not mine, noise_schedule="cosine")
     checkpoint.save_model(str(tmp_path / "m"), random_params(cfg.model), cfg.model, meta={"diffusion": trained})
     flags = dict(model_lib.load_checkpoint(tmp_path / "m").diffusion)
-    assert flags["predict_xstart"] is True and flags["noise_schedule"] == "cosine"
+    assert flags["predict_xstart"] is (not mine) and flags["noise_schedule"] == "cosine"
     assert flags["learn_sigma"] == cfg.model.learn_sigma
     overridden = dict(model_lib.load_checkpoint(tmp_path / "m", config=cfg).diffusion)
-    assert overridden["predict_xstart"] is False and overridden["noise_schedule"] == "linear"
+    assert overridden["predict_xstart"] is mine and overridden["noise_schedule"] == "linear"
     # A directory without training meta (diff2lip-convert import) samples with the official flags.
     checkpoint.save_model(str(tmp_path / "imported"), random_params(cfg.model), cfg.model)
     assert dict(model_lib.load_checkpoint(tmp_path / "imported").diffusion)["predict_xstart"] is False

@@ -37,7 +37,7 @@ def assert_one_line(proc: subprocess.CompletedProcess, prog: str, *needles: str)
 
 @pytest.fixture(scope="module")
 def syncnet_workdir(prepared_dataset, tmp_path_factory) -> pathlib.Path:
-    """A 2-step SyncNet workdir (64 px, the tiny Diff2Lip's size)."""
+    """A 2-step SyncNet workdir (32 px, the tiny Diff2Lip's size)."""
     workdir = tmp_path_factory.mktemp("sn") / "w"
     proc = run(
         "diff2lip-train-syncnet",
@@ -91,9 +91,9 @@ def test_expert_of_another_image_size_is_refused(prepared_dataset, syncnet_workd
         f"--workdir={tmp_path / 'w'}",
         f"--config.data.dir={prepared_dataset}",
         f"--config.syncnet.checkpoint={syncnet_workdir}",
-        "--config.model.image_size=32",
+        "--config.model.image_size=64",
     )
-    assert_one_line(proc, D2L, "sees 64 px crops", "model.image_size=32")
+    assert_one_line(proc, D2L, "sees 32 px crops", "model.image_size=64")
     assert not (tmp_path / "w").exists()
 
 
