@@ -133,9 +133,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         # with sync 0.1: 0.78 after 600, 0.89 after 900 on held-out identities). LPIPS
         # would use random VGG weights offline and the GAN costs steps: both off here;
         # turn them on (--config.loss.lpips=0.2 with lpips.mode=pretrained) on a GPU.
-        tiny_lambdas = dict(vb=0.0, sync=0.1, lpips=0.0, gan=0.0)
-        for name, value in tiny_lambdas.items():
-            cfg.loss[name] = value
+        cfg.loss.update(vb=0.0, sync=0.1, lpips=0.0, gan=0.0)
 
     # The ablation row: the losses outside it weigh 0.
     for name in LAMBDAS:

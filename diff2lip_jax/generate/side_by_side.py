@@ -59,20 +59,15 @@ def write_side_by_side(
       The number of frames written.
     """
     streams = [_frames(path) for path, _ in panels]
-    last: list[np.ndarray | None] = [None] * len(panels)
+    last = [next(stream, None) for stream in streams]
+    empty = [path for (path, _), frame in zip(panels, last) if frame is None]
+    if empty:
+        raise ValueError(f"{empty[0]}: no video frames to show in the side-by-side comparison")
+    h = height or last[lead].shape[0]
     count = 0
     with VideoWriter(out, fps=float(FPS), audio_path=audio_path) as writer:
-        while True:
-            for i, stream in enumerate(streams):
-                last[i] = next(stream, None if i == lead else last[i])
-            if last[lead] is None:
-                break
-            missing = [path for (path, _), frame in zip(panels, last) if frame is None]
-            if missing:
-                raise ValueError(f"{missing[0]}: no video frames to show in the side-by-side comparison")
-            h = height or last[lead].shape[0]
+        while last[lead] is not None:
             writer.write(np.concatenate([_panel(f, h, label) for f, (_, label) in zip(last, panels)], axis=1))
             count += 1
-        if count == 0:
-            raise ValueError(f"{panels[lead][0]}: no video frames to show in the side-by-side comparison")
+            last = [next(stream, None if i == lead else last[i]) for i, stream in enumerate(streams)]
     return count

@@ -74,10 +74,7 @@ def _fixed_eval_batch(cfg, mesh) -> dict | None:
 
 
 def _eval_terms(params, frozen, batch, d_params, key, *, modules, lambdas):
-    hide = lambdas.face_hide_percentage
-    _, (parts, _, _) = generator_losses(
-        params, frozen, batch, d_params, key, modules=modules, lambdas=lambdas, hide=hide
-    )
+    _, (parts, _, _) = generator_losses(params, frozen, batch, d_params, key, modules=modules, lambdas=lambdas)
     return parts
 
 

@@ -58,10 +58,10 @@ def generator_losses(
     *,
     modules: StepModules,
     lambdas: ml_collections.ConfigDict,
-    hide: float = FACE_HIDE_PERCENTAGE,
 ):
     """Weighted generator loss (scalar) and aux (per-term scalars, x0 composite [B,5,H,W,3])."""
     b, f, h, w, c = batch["frames"].shape
+    hide = float(lambdas.get("face_hide_percentage", FACE_HIDE_PERCENTAGE))  # the share of rows generated
     k_t, k_noise, k_cond, k_drop = jax.random.split(key, 4)
     mask = lower_half_mask(b * f, h, hide)
     x_start, kwargs = model_inputs(batch, mask, jax.random.normal(k_cond, (b * f, h, w, c)))
@@ -111,7 +111,6 @@ def make_train_step(modules: StepModules, cfg: ml_collections.ConfigDict) -> Cal
     state unchanged (params, optimizers, EMA) and reports finite=0; the loop stops.
     """
     lambdas = cfg.loss
-    hide = float(lambdas.get("face_hide_percentage", FACE_HIDE_PERCENTAGE))
     ema_rate = cfg.train.ema_rate
     gan_on = lambdas.gan > 0
 
@@ -120,7 +119,7 @@ def make_train_step(modules: StepModules, cfg: ml_collections.ConfigDict) -> Cal
         g_key, _ = jax.random.split(key)
         grad_fn = jax.value_and_grad(generator_losses, has_aux=True)
         (loss, (parts, x0_seq, _)), grads = grad_fn(
-            state.params, frozen, batch, state.d_params, g_key, modules=modules, lambdas=lambdas, hide=hide
+            state.params, frozen, batch, state.d_params, g_key, modules=modules, lambdas=lambdas
         )
         updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
