@@ -8,8 +8,6 @@ import time
 
 import numpy as np
 
-from diff2lip_jax.convert import flax_to_torch
-
 
 def make_inputs(cfg, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
     """NHWC float32 inputs of the model's size (lower half masked)."""
@@ -45,14 +43,26 @@ def flops_of(compiled) -> float:
     return float(cost.get("flops", 0.0)) if cost else 0.0
 
 
-def bench_torch(repo, flags_dict, params, cfg, inputs, modes, repeats):
+def bench_torch(repo, flags_dict, params, cfg, inputs, modes, repeats, state_dict=None):
+    """Seconds per call of the official TFGModel, {mode: s}, on `inputs` (NHWC numpy, from make_inputs).
+
+    Weights: `state_dict` (official layout, numpy) if given, else `params` (Flax,
+    converted), else the official initialisation (torch seed 0). Runs no JAX
+    computation, so a process that only times torch has no XLA thread pool.
+    """
     import torch
 
     from diff2lip_jax.official_reference import build_official_model
 
     torch.set_num_threads(os.cpu_count() or 1)
+    torch.manual_seed(0)
     model = build_official_model(repo, flags_dict)
-    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in flax_to_torch(params, cfg).items()})
+    if state_dict is None and params is not None:
+        from diff2lip_jax.convert import flax_to_torch
+
+        state_dict = flax_to_torch(params, cfg)
+    if state_dict is not None:
+        model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state_dict.items()})
     nchw = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))
     x, target = nchw(inputs["x"]), nchw(inputs["target"])
     t = torch.from_numpy(inputs["t"].astype(np.int64))

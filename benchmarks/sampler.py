@@ -22,6 +22,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
+from diff2lip_jax import xla_flags
 from diff2lip_jax.diffusion import create_diffusion_from_config
 from diff2lip_jax.models import build_unet, init_params
 
@@ -65,6 +66,7 @@ def _inputs(model_cfg, batch: int, seed: int):
 
 
 def main(argv):
+    xla_flags.apply_cpu_flags()  # before the first JAX computation
     del argv
     cfg = _CONFIG.value
     batch, repeats = _BATCH.value, _REPEATS.value

@@ -27,7 +27,7 @@ import numpy as np
 from absl import app, flags
 from common import bench_torch, flops_of, make_inputs, timed
 
-from diff2lip_jax import cli, parallel
+from diff2lip_jax import cli, parallel, xla_flags
 from diff2lip_jax.models import UNetConfig
 from diff2lip_jax.train.build import build_modules, init_state
 from diff2lip_jax.train.step import make_train_step
@@ -54,6 +54,7 @@ def random_batch(b: int, size: int, seed: int = 0) -> dict:
 
 def main(argv):
     del argv
+    xla_flags.apply_cpu_flags()  # before the first JAX computation
     cfg = FLAGS.config
     mesh = parallel.make_mesh(cfg.mesh.data, cfg.mesh.fsdp)
     modules, frozen = build_modules(cfg)

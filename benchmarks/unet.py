@@ -1,36 +1,57 @@
 """UNet speed: jitted forward and training step (fwd+bwd+Adam), optionally vs the official PyTorch model.
 
-    python benchmarks/unet.py                                  # official config, batch 5
-    python benchmarks/unet.py --config=configs/diff2lip.py:tiny --batch=8
+    python benchmarks/unet.py                                  # official config, batch 1
+    python benchmarks/unet.py --config=configs/diff2lip.py:tiny --batch=1,2
     python benchmarks/unet.py --torch_reference=/path/to/diff2lip   # + the official model, same inputs
+    python benchmarks/unet.py --framework=jax                  # one side only, in this process
 
 Reports seconds per call (median of --repeats after one warm-up), frames/s and
-achieved GFLOP/s from XLA's cost analysis of the compiled program. With
---torch_reference (a checkout of github.com/soumik-kanad/diff2lip that you
-supply) the official TFGModel runs on the same inputs in the same process and
-the ratio torch_time / jax_time is printed (> 1 means we are faster).
+achieved GFLOP/s from XLA's cost analysis of the compiled program, for every
+mode at every --batch. With --torch_reference (a checkout of
+github.com/soumik-kanad/diff2lip that you supply) the official TFGModel is timed
+on the same seeded inputs and the same weights, and the ratio torch_time /
+jax_time is printed (>= 1 means we are at least as fast).
+
+Each framework runs in its own process (`--framework=both`, the default, starts
+this script twice): XLA's and PyTorch's thread pools in one process on a small
+CPU take cores from each other and distort both timings. The JAX process writes
+its weights in the official layout to a temporary file that the torch process
+loads.
 """
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
-import optax
-from absl import app, flags
-from common import bench_torch, flops_of, make_inputs, timed
+import json
+import os
+import subprocess
+import sys
+import tempfile
 
-from diff2lip_jax import cli
-from diff2lip_jax.models import build_unet, init_params
+from absl import app, flags
+
+from diff2lip_jax import cli, xla_flags
 
 cli.define_config_flag("model config (config.model); default the official model")
-flags.DEFINE_integer("batch", 5, "frames per call")
+flags.DEFINE_list("batch", ["1"], "frames per call; a list times every mode at each size, e.g. 1,2")
 flags.DEFINE_integer("repeats", 3, "timed calls after the warm-up")
+flags.DEFINE_integer("seed", 0, "seed of the inputs and the JAX weights")
 flags.DEFINE_string("torch_reference", None, "checkout of the official diff2lip repo to time alongside")
 flags.DEFINE_list("modes", ["forward", "train"], "forward and/or train (fwd+bwd+Adam)")
+flags.DEFINE_enum("framework", "both", ["both", "jax", "torch"], "which side this process times")
+flags.DEFINE_string("weights", None, "internal: official-layout .npz the jax side writes and the torch side reads")
+flags.DEFINE_string("result", None, "internal: file the timings are written to as JSON")
 FLAGS = flags.FLAGS
 
+Timings = dict[str, dict[str, float]]  # {"forward:1": {"secs": s, "flops": f}}
 
-def bench_jax(model, params, inputs, modes, repeats):
+
+def bench_jax(model, params, inputs, modes, repeats) -> dict[str, tuple[float, float]]:
+    """{mode: (seconds per call, XLA FLOPs per call)} of the jitted forward / train step."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from common import flops_of, timed
+
     kw = {k: jnp.asarray(inputs[k]) for k in ("cond_img", "mask", "ref_img", "indiv_mels")}
     x, t, target = jnp.asarray(inputs["x"]), jnp.asarray(inputs["t"]), jnp.asarray(inputs["target"])
     results = {}
@@ -62,37 +83,114 @@ def bench_jax(model, params, inputs, modes, repeats):
     return results
 
 
-def main(argv):
-    del argv
-    cfg_model = FLAGS.config.model
-    model = build_unet(cfg_model)
+def run_jax(batches: list[int]) -> Timings:
+    import jax
+    import numpy as np
+    from common import make_inputs
+
+    from diff2lip_jax.models import build_unet, init_params
+
+    model = build_unet(FLAGS.config.model)
     cfg = model.cfg
-    params = init_params(model, jax.random.key(0))
-    inputs = make_inputs(cfg, FLAGS.batch)
+    params = init_params(model, jax.random.key(FLAGS.seed))
     print(
-        f"backend {jax.default_backend()} ({jax.device_count()} device(s)), image {cfg.image_size}, "
-        f"channels {cfg.num_channels}, batch {FLAGS.batch}, "
-        f"{sum(p.size for p in jax.tree.leaves(params)):,} params"
+        f"jax {jax.__version__}, backend {jax.default_backend()} ({jax.device_count()} device(s)), "
+        f"image {cfg.image_size}, channels {cfg.num_channels}, {sum(p.size for p in jax.tree.leaves(params)):,} params, "
+        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}",
+        flush=True,
     )
-    ours = bench_jax(model, params, inputs, FLAGS.modes, FLAGS.repeats)
-    theirs = (
-        bench_torch(FLAGS.torch_reference, cfg_model, params, cfg, inputs, FLAGS.modes, FLAGS.repeats)
-        if FLAGS.torch_reference
-        else {}
-    )
+    if FLAGS.weights:
+        from diff2lip_jax.convert import flax_to_torch
+
+        np.savez(FLAGS.weights, **flax_to_torch(params, cfg))
+    out: Timings = {}
+    for batch in batches:
+        inputs = make_inputs(cfg, batch, FLAGS.seed)
+        for mode, (secs, flops) in bench_jax(model, params, inputs, FLAGS.modes, FLAGS.repeats).items():
+            out[f"{mode}:{batch}"] = {"secs": secs, "flops": flops}
+    return out
+
+
+def run_torch(batches: list[int]) -> Timings:
+    """The official model on the same seeded inputs; no JAX computation in this process."""
+    import numpy as np
+    import torch
+    from common import bench_torch, make_inputs
+
+    from diff2lip_jax.models import UNetConfig
+
+    if not FLAGS.torch_reference:
+        raise app.UsageError("--framework=torch needs --torch_reference=DIR (a checkout of the official repo)")
+    cfg = UNetConfig.from_flags(FLAGS.config.model)
+    state_dict = dict(np.load(FLAGS.weights)) if FLAGS.weights else None
     print(
-        f"{'mode':<9}{'jax s':>9}{'frames/s':>10}{'GFLOP/frame':>13}{'GFLOP/s':>9}"
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, weights "
+        f"{'from the jax run' if state_dict is not None else 'official init (seed 0)'}",
+        flush=True,
+    )
+    out: Timings = {}
+    for batch in batches:
+        inputs = make_inputs(cfg, batch, FLAGS.seed)
+        times = bench_torch(
+            FLAGS.torch_reference, FLAGS.config.model, None, cfg, inputs, FLAGS.modes, FLAGS.repeats, state_dict
+        )
+        out.update({f"{mode}:{batch}": {"secs": secs} for mode, secs in times.items()})
+    return out
+
+
+def print_table(ours: Timings, theirs: Timings) -> None:
+    print(
+        f"{'mode':<9}{'batch':>6}{'jax s':>9}{'frames/s':>10}{'GFLOP/frame':>13}{'GFLOP/s':>9}"
         + (f"{'torch s':>9}{'torch/jax':>10}" if theirs else "")
     )
-    for mode, (secs, flops) in ours.items():
-        row = (
-            f"{mode:<9}{secs:>9.3f}{FLAGS.batch / secs:>10.2f}{flops / 1e9 / FLAGS.batch:>13.1f}"
-            f"{flops / 1e9 / secs:>9.1f}"
-        )
-        if mode in theirs:
-            row += f"{theirs[mode]:>9.3f}{theirs[mode] / secs:>10.2f}"
+    for key in ours or theirs:
+        mode, batch = key.split(":")
+        b = int(batch)
+        row = f"{mode:<9}{b:>6}"
+        if key in ours:
+            secs, flops = ours[key]["secs"], ours[key]["flops"]
+            row += f"{secs:>9.3f}{b / secs:>10.2f}{flops / 1e9 / b:>13.1f}{flops / 1e9 / secs:>9.1f}"
+        else:
+            row += f"{'-':>9}{'-':>10}{'-':>13}{'-':>9}"
+        if key in theirs:
+            row += f"{theirs[key]['secs']:>9.3f}"
+            row += f"{theirs[key]['secs'] / ours[key]['secs']:>10.2f}" if key in ours else ""
         print(row)
     print(f"(train = forward + backward + Adam update; times are medians of {FLAGS.repeats} calls after a warm-up)")
+
+
+def _child(framework: str, weights: str | None, result: str) -> Timings:
+    """Runs this script for one framework in a fresh process; its timings."""
+    keep = [a for a in sys.argv[1:] if not a.startswith(("--framework", "--weights", "--result"))]
+    cmd = [sys.executable, os.path.abspath(__file__), *keep, f"--framework={framework}", f"--result={result}"]
+    if weights:
+        cmd.append(f"--weights={weights}")
+    subprocess.run(cmd, check=True)
+    with open(result) as f:
+        return json.load(f)
+
+
+def main(argv):
+    del argv
+    batches = [int(b) for b in FLAGS.batch]
+    if FLAGS.framework == "both":
+        with tempfile.TemporaryDirectory(prefix="unet_bench_") as tmp:
+            weights = os.path.join(tmp, "weights.npz") if FLAGS.torch_reference else None
+            ours = _child("jax", weights, os.path.join(tmp, "jax.json"))
+            theirs = _child("torch", weights, os.path.join(tmp, "torch.json")) if FLAGS.torch_reference else {}
+        print_table(ours, theirs)
+        return
+    if FLAGS.framework == "jax":
+        xla_flags.apply_cpu_flags()  # before the first JAX computation
+        timings = run_jax(batches)
+        print_table(timings, {})
+    else:
+        timings = run_torch(batches)
+        for key, v in timings.items():
+            print(f"torch {key.replace(':', ' batch ')}: {v['secs']:.3f} s")
+    if FLAGS.result:
+        with open(FLAGS.result, "w") as f:
+            json.dump(timings, f)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from diff2lip_jax.models import conv_cpu
+
 Dtype = jnp.dtype
 
 
@@ -57,7 +59,11 @@ def conv(
     zero: bool = False,
     ndim: int = 2,
 ) -> nn.Conv:
-    """A PyTorch-style conv: explicit symmetric padding k//2, float32 params."""
+    """A PyTorch-style conv: explicit symmetric padding k//2, float32 params.
+
+    Its convolution is `conv_cpu.conv_general_dilated`: lax's everywhere, with a
+    faster weight gradient on CPU; the params are nn.Conv's (kernel [*k, I, O], bias [O]).
+    """
     kernel = (kernel,) * ndim if isinstance(kernel, int) else tuple(kernel)
     stride = (stride,) * ndim if isinstance(stride, int) else tuple(stride)
     kwargs = {"kernel_init": nn.initializers.zeros, "bias_init": nn.initializers.zeros} if zero else {}
@@ -69,6 +75,7 @@ def conv(
         dtype=dtype,
         param_dtype=jnp.float32,
         name=name,
+        conv_general_dilated=conv_cpu.conv_general_dilated,
         **kwargs,
     )
 

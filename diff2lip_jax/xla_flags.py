@@ -1,0 +1,118 @@
+"""XLA flags the project sets for CPU runs, before the JAX backend starts.
+
+XLA reads ``XLA_FLAGS`` once, when the first backend is created, so
+:func:`apply_cpu_flags` must run before the first JAX computation; the console
+scripts call it from ``cli.run_app`` and the benchmarks at the top of ``main``.
+
+Only for a CPU run (``JAX_PLATFORMS``/``jax_platforms`` names cpu first, or no
+GPU/TPU plugin is installed): a GPU or TPU run is left exactly as it was. A flag
+the user already put in ``XLA_FLAGS`` keeps the user's value, and
+``DIFF2LIP_CPU_XLA_FLAGS=0`` turns the whole thing off.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+import sys
+from collections.abc import Mapping, MutableMapping
+
+# jaxlib 0.10.2 sends dots, convolutions and reductions to YNNPACK by default
+# (fusion types INDIVIDUAL_DOT, INDIVIDUAL_CONVOLUTION, REDUCE). Its convolution
+# is slow for the weight gradients of training, so convolutions go back to XLA's
+# Eigen kernels; with `models.conv_cpu`'s row-blocked weight gradient (which is
+# only used then) the official UNet's fwd+bwd+Adam step at batch 1 went from
+# 5.6 s to 3.8 s (median, 2-core AVX-512 Xeon). Dots and reductions stay on YNNPACK
+# (`=DOT` alone would also take the reductions off it: GroupNorm then runs
+# as slow reduce-windows).
+YNN_FUSION_FLAG = "xla_cpu_experimental_ynn_fusion_type"
+CPU_FLAGS: dict[str, str] = {
+    YNN_FUSION_FLAG: "-INDIVIDUAL_CONVOLUTION",
+}
+
+OPT_OUT_ENV = "DIFF2LIP_CPU_XLA_FLAGS"
+
+
+def _flag_names(xla_flags: str) -> set[str]:
+    """Names of the flags in an XLA_FLAGS string: "--a=1 --b" -> {"a", "b"}."""
+    return {tok.lstrip("-").split("=", 1)[0] for tok in xla_flags.split() if tok.startswith("-")}
+
+
+def ynn_runs_convolutions(xla_flags: str) -> bool:
+    """Whether XLA:CPU gives convolutions to YNNPACK under this XLA_FLAGS string.
+
+    The flag's value is a list that replaces the default (which has
+    INDIVIDUAL_CONVOLUTION) or, when every item has a sign, edits it; the last
+    occurrence of the flag counts.
+    """
+    value = None
+    for tok in xla_flags.split():
+        name, _, v = tok.lstrip("-").partition("=")
+        if name == YNN_FUSION_FLAG:
+            value = v
+    if value is None:
+        return True
+    items = [i.strip() for i in value.split(",") if i.strip()]
+    if items and all(i[0] in "+-" for i in items):
+        return "-INDIVIDUAL_CONVOLUTION" not in items
+    return "INDIVIDUAL_CONVOLUTION" in items
+
+
+def _requested_platforms(environ: Mapping[str, str]) -> str:
+    """The jax_platforms setting: jax's config when jax is imported (code may have set it), else the env."""
+    jax = sys.modules.get("jax")
+    value = getattr(getattr(jax, "config", None), "jax_platforms", None) if jax is not None else None
+    return (value or environ.get("JAX_PLATFORMS", "") or "").strip()
+
+
+def accelerator_plugin_installed(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether a GPU/TPU PJRT plugin could be picked up (what jax's plugin discovery looks at)."""
+    if environ.get("PJRT_NAMES_AND_LIBRARY_PATHS") or environ.get("TPU_LIBRARY_PATH"):
+        return True
+    if importlib.util.find_spec("libtpu") is not None:
+        return True
+    if importlib.metadata.entry_points(group="jax_plugins"):
+        return True
+    spec = importlib.util.find_spec("jax_plugins")  # namespace package of the CUDA/ROCm plugins
+    if spec is not None and spec.submodule_search_locations:
+        import pkgutil
+
+        return any(True for _ in pkgutil.iter_modules(spec.submodule_search_locations))
+    return False
+
+
+def runs_on_cpu(environ: Mapping[str, str] = os.environ) -> bool:
+    """True when JAX's default backend will be the CPU: cpu is the first requested platform,
+    or none is requested and no accelerator plugin is installed."""
+    platforms = _requested_platforms(environ)
+    if platforms:
+        return platforms.split(",")[0].strip().lower() == "cpu"
+    return not accelerator_plugin_installed(environ)
+
+
+def _backend_started() -> bool:
+    if "jax" not in sys.modules:
+        return False
+    from jax._src import xla_bridge
+
+    return xla_bridge.backends_are_initialized()
+
+
+def apply_cpu_flags(environ: MutableMapping[str, str] = os.environ) -> list[str]:
+    """Appends CPU_FLAGS to environ["XLA_FLAGS"] for a CPU run; the flags added, e.g. ["--a=1"].
+
+    Adds nothing when the run is not on CPU, when ``DIFF2LIP_CPU_XLA_FLAGS=0``, for a flag
+    the user's XLA_FLAGS already names (any value, even empty, wins), or when the JAX
+    backend has already started (XLA has read its flags by then).
+    """
+    if environ.get(OPT_OUT_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+        return []
+    if not runs_on_cpu(environ) or _backend_started():
+        return []
+    current = environ.get("XLA_FLAGS", "")
+    present = _flag_names(current)
+    added = [f"--{name}={value}" for name, value in CPU_FLAGS.items() if name not in present]
+    if added:
+        environ["XLA_FLAGS"] = " ".join([current.strip(), *added]).strip()
+    return added

@@ -1,0 +1,117 @@
+"""The project's XLA CPU flags: added for CPU runs only, never over a user's own value."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from diff2lip_jax import cli, xla_flags
+
+YNN = xla_flags.YNN_FUSION_FLAG
+OURS = f"--{YNN}={xla_flags.CPU_FLAGS[YNN]}"
+
+
+@pytest.fixture
+def fresh(monkeypatch):
+    """As before the JAX backend starts (in this test process it has), with no plugin unless a test says so."""
+    monkeypatch.setattr(xla_flags, "_backend_started", lambda: False)
+    monkeypatch.setattr(xla_flags, "_requested_platforms", lambda environ: environ.get("JAX_PLATFORMS", ""))
+    monkeypatch.setattr(xla_flags, "accelerator_plugin_installed", lambda environ=None: False)
+    return monkeypatch
+
+
+def test_cpu_run_appends_and_keeps_other_flags(fresh):
+    env = {"JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    assert xla_flags.apply_cpu_flags(env) == [OURS]
+    assert env["XLA_FLAGS"] == f"--xla_force_host_platform_device_count=8 {OURS}"
+    assert xla_flags.apply_cpu_flags(env) == []  # idempotent
+    assert env["XLA_FLAGS"].count(YNN) == 1
+
+
+def test_no_platform_and_no_plugin_is_cpu(fresh):
+    env = {}
+    assert xla_flags.apply_cpu_flags(env) == [OURS]
+    assert env["XLA_FLAGS"] == OURS
+
+
+@pytest.mark.parametrize("value", ["", "INDIVIDUAL_DOT", "DOT,ELTWISE"])
+def test_user_value_wins(fresh, value):
+    env = {"JAX_PLATFORMS": "cpu", "XLA_FLAGS": f"--{YNN}={value}"}
+    assert xla_flags.apply_cpu_flags(env) == []
+    assert env["XLA_FLAGS"] == f"--{YNN}={value}"
+
+
+@pytest.mark.parametrize("platforms", ["cuda", "tpu", "gpu,cpu", "rocm"])
+def test_accelerator_platform_is_left_alone(fresh, platforms):
+    env = {"JAX_PLATFORMS": platforms, "XLA_FLAGS": "--xla_gpu_enable_triton_gemm=false"}
+    assert xla_flags.apply_cpu_flags(env) == []
+    assert env["XLA_FLAGS"] == "--xla_gpu_enable_triton_gemm=false"
+
+
+def test_installed_plugin_without_platform_is_left_alone(fresh):
+    fresh.setattr(xla_flags, "accelerator_plugin_installed", lambda environ=None: True)
+    env = {}
+    assert xla_flags.apply_cpu_flags(env) == []
+    assert "XLA_FLAGS" not in env
+    env = {"JAX_PLATFORMS": "cpu"}  # asked for cpu explicitly: a CPU run despite the plugin
+    assert xla_flags.apply_cpu_flags(env) == [OURS]
+
+
+def test_opt_out_and_started_backend(fresh):
+    env = {"JAX_PLATFORMS": "cpu", xla_flags.OPT_OUT_ENV: "0"}
+    assert xla_flags.apply_cpu_flags(env) == [] and "XLA_FLAGS" not in env
+    fresh.setattr(xla_flags, "_backend_started", lambda: True)
+    env = {"JAX_PLATFORMS": "cpu"}
+    assert xla_flags.apply_cpu_flags(env) == [] and "XLA_FLAGS" not in env
+
+
+def test_accelerator_plugin_detection_env():
+    assert xla_flags.accelerator_plugin_installed({"PJRT_NAMES_AND_LIBRARY_PATHS": "x:/lib/x.so"})
+    assert xla_flags.accelerator_plugin_installed({"TPU_LIBRARY_PATH": "/lib/libtpu.so"})
+
+
+def test_console_scripts_apply_the_flags(fresh):
+    """cli.run_app (every console script) adds the flags before `main` runs."""
+    fresh.setenv("JAX_PLATFORMS", "cpu")
+    fresh.delenv("XLA_FLAGS", raising=False)
+    seen = {}
+
+    def main(argv):
+        seen["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "")
+
+    with pytest.raises(SystemExit):
+        cli.run_app("prog", main, argv=["prog"])
+    assert OURS in seen["XLA_FLAGS"]
+
+
+@pytest.mark.parametrize(
+    "flags,on_ynn",
+    [
+        ("", True),  # jaxlib's default list has INDIVIDUAL_CONVOLUTION
+        (OURS, False),
+        (f"--{YNN}=DOT", False),  # a list without signs replaces the default
+        (f"--{YNN}=DOT,INDIVIDUAL_CONVOLUTION", True),
+        (f"--{YNN}=+DOT", True),  # signed items edit the default
+        (f"{OURS} --{YNN}=+DOT", True),  # the last occurrence counts
+    ],
+)
+def test_ynn_runs_convolutions(flags, on_ynn):
+    assert xla_flags.ynn_runs_convolutions(flags) is on_ynn
+
+
+def test_flag_exists_and_moves_convolutions_off_ynnpack():
+    """In a fresh process: the installed jaxlib knows the flag; convolutions leave YNNPACK, dots stay."""
+    code = (
+        "from diff2lip_jax import xla_flags; print(xla_flags.apply_cpu_flags());"
+        "import jax, jax.numpy as jnp;"
+        "d = jax.jit(lambda a, b: a @ b).lower(jnp.ones((64, 64)), jnp.ones((64, 64))).compile();"
+        "c = jax.jit(lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), 'SAME',"
+        " dimension_numbers=('NHWC', 'HWIO', 'NHWC'))).lower(jnp.ones((1, 8, 8, 4)), jnp.ones((3, 3, 4, 4))).compile();"
+        "print('__ynn_fusion' in d.as_text(), '__ynn_fusion' in c.as_text())"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", xla_flags.OPT_OUT_ENV)}
+    env["JAX_PLATFORMS"] = "cpu"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-2:] == [str([OURS]), "True False"]
