@@ -65,6 +65,19 @@ def test_same_seed_same_clip_other_seed_differs():
     assert np.abs(a.frames.astype(int) - c.frames.astype(int)).mean() > 5
 
 
+def test_head_motion_scales_the_motion_and_keeps_the_rest():
+    kw = dict(num_identities=3, seconds=1.0, size=(128, 128), render=False)
+    moving = synthetic.synthesize_clip(5, 1, **kw)
+    still = synthetic.synthesize_clip(5, 1, head_motion_amount=0.0, **kw)
+    half = synthetic.synthesize_clip(5, 1, head_motion_amount=0.5, **kw)
+    # A still head: the same affine map in every frame (to float64 rounding), same audio and mouth.
+    np.testing.assert_allclose(still.motion, np.broadcast_to(still.motion[:1], still.motion.shape), atol=1e-9)
+    np.testing.assert_array_equal(still.audio, moving.audio)
+    np.testing.assert_array_equal(still.mouth_opening, moving.mouth_opening)
+    spread = [np.ptp((c.face_boxes[:, :2] + c.face_boxes[:, 2:]) / 2, axis=0).max() for c in (still, half, moving)]
+    assert spread[0] < 1e-3 < spread[1] < spread[2], spread
+
+
 def test_cli_layout_and_files(cli_dataset, decoded):
     manifest = json.loads((cli_dataset / "manifest.json").read_text())
     ids = [c["clip_id"] for c in manifest["clips"]]
@@ -161,6 +174,7 @@ def test_bad_inputs_fail_with_one_line(tmp_path):
         ["--out", out, "--audio_format", "ogg"],
         ["--out", out, "--size", "255"],
         ["--out", out, "--fps", "abc"],
+        ["--out", out, "--head_motion", "-1"],
         ["--num_clips", "2"],
     ]
     procs = [start_module("data_pipelines.synthetic", *c) for c in cases]

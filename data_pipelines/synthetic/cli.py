@@ -1,7 +1,7 @@
 """diff2lip-synth: write N synthetic talking-face clips (mp4 + audio + ground truth).
 
 Usage: diff2lip-synth --out DIR [--num_clips 4] [--seed 0] [--fps 25] [--size 256 | WxH]
-                      [--seconds 3] [--audio_format wav|mp3|m4a] [--identities 4]
+                      [--seconds 3] [--audio_format wav|mp3|m4a] [--identities 4] [--head_motion 1]
 
 Output layout (VoxCeleb2-like: one folder per speaker)::
 
@@ -69,8 +69,9 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     flags.DEFINE_integer(
         "identities", 4, "Number of identities (= speakers): even ones are photo variants, odd ones drawn faces.", **fv
     )
+    flags.DEFINE_float("head_motion", 1.0, "Scale of the head's sway, nod, zoom and roll, 0-2 (0: still heads).", **fv)
     # `--help` lists the key flags of the module named by argv[0] (the console script).
-    for name in ("out", "num_clips", "seed", "fps", "size", "seconds", "audio_format", "identities"):
+    for name in ("out", "num_clips", "seed", "fps", "size", "seconds", "audio_format", "identities", "head_motion"):
         flag_values.register_key_flag_for_module(sys.argv[0], flag_values[name])
 
 
@@ -212,6 +213,7 @@ def generate_dataset(
     audio_format: str = "wav",
     identities: int = 4,
     log: Callable[[str], None] | None = None,
+    head_motion: float = 1.0,
 ) -> dict[str, Any]:
     """Writes ``num_clips`` clips and ``manifest.json`` under ``out``; returns the manifest.
 
@@ -233,6 +235,8 @@ def generate_dataset(
         raise ValueError(f"--fps must be between 10 and 60 (25 or 30 are usual), got {fps:g}")
     if not 0.0 < seconds <= 600.0 or round(seconds * fps) < 1:
         raise ValueError(f"--seconds must be > 0 (at least one frame) and <= 600, got {seconds:g}")
+    if not 0.0 <= head_motion <= 2.0:
+        raise ValueError(f"--head_motion must be between 0 (still heads) and 2, got {head_motion:g}")
     audio_format = audio_format.lower()
     if audio_format not in AUDIO_FORMATS:
         raise ValueError(f"--audio_format={audio_format!r} is not supported; use one of {', '.join(AUDIO_FORMATS)}")
@@ -251,7 +255,9 @@ def generate_dataset(
         entries = []
         for i in range(num_clips):
             start = time.perf_counter()
-            clip = synthesize_clip(seed, i, identities, fps, size, seconds, render=False)
+            clip = synthesize_clip(
+                seed, i, identities, fps, size, seconds, render=False, head_motion_amount=head_motion
+            )
             folder = stage / clip.speaker_id
             folder.mkdir(exist_ok=True)
             stem = f"{clip.speaker_id}/{clip.clip_id}"
@@ -283,6 +289,7 @@ def generate_dataset(
             "width": size[0],
             "height": size[1],
             "seconds": seconds,
+            "head_motion": head_motion,
             "sample_rate": SAMPLE_RATE,
             "audio_format": audio_format,
             "layout": "<speaker_id>/<clip_id>.{mp4,<audio_format>,json}; paths relative to this file",
@@ -323,6 +330,7 @@ def _main(argv: list[str]) -> None:
         FLAGS.audio_format,
         FLAGS.identities,
         log=print,
+        head_motion=FLAGS.head_motion,
     )
     n = manifest["num_clips"]
     print(

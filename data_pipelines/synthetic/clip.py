@@ -133,23 +133,30 @@ def _mouth_boxes(ident: faces.Identity, m: np.ndarray, opening: np.ndarray, widt
 
 
 def head_motion(
-    ident: faces.Identity, rng: np.random.Generator, num_frames: int, fps: float, width: int, height: int
+    ident: faces.Identity,
+    rng: np.random.Generator,
+    num_frames: int,
+    fps: float,
+    width: int,
+    height: int,
+    amount: float = 1.0,
 ) -> np.ndarray:
     """Scene-to-frame affine maps, float64 ``[F, 2, 3]``: smooth sway, nod, zoom and roll.
 
     The face box centre sits at the frame centre plus the identity's offset, plus
     translation of up to 6 % (x) / 4 % (y) of the shorter side, zoom within +-5 % and
-    roll within +-4 degrees around the identity's tilt. If a face box would leave
-    the frame, the whole track is zoomed out until it fits.
+    roll within +-4 degrees around the identity's tilt, all scaled by ``amount``
+    (0: a still head; the random draws are the same for every amount). If a face
+    box would leave the frame, the whole track is zoomed out until it fits.
     """
     t = np.arange(num_frames) / fps
     short = float(min(width, height))
     fx1, fy1, fx2, fy2 = ident.face_box
     centre = np.array([(fx1 + fx2) / 2.0, (fy1 + fy2) / 2.0])
-    dx = _smooth_wave(rng, t, 0.06 * short)
-    dy = _smooth_wave(rng, t, 0.04 * short)
-    zoom = 1.0 + _smooth_wave(rng, t, 0.05)
-    roll = np.deg2rad(ident.tilt + _smooth_wave(rng, t, 4.0))
+    dx = amount * _smooth_wave(rng, t, 0.06 * short)
+    dy = amount * _smooth_wave(rng, t, 0.04 * short)
+    zoom = 1.0 + amount * _smooth_wave(rng, t, 0.05)
+    roll = np.deg2rad(ident.tilt + amount * _smooth_wave(rng, t, 4.0))
     base = ident.face_fraction * short / (fx2 - fx1)
     target = np.array([width / 2.0 + ident.offset[0] * short, height / 2.0 + ident.offset[1] * short])
     for _ in range(20):
@@ -176,6 +183,7 @@ def synthesize_clip(
     size: tuple[int, int] = (256, 256),
     seconds: float = 3.0,
     render: bool = True,
+    head_motion_amount: float = 1.0,
 ) -> Clip:
     """Generates one clip in memory (deterministic in all arguments).
 
@@ -188,6 +196,7 @@ def synthesize_clip(
       seconds: clip duration; ``F = max(1, round(seconds * fps))`` frames.
       render: fill ``frames``; with False only audio and ground truth are made, and
         frames can be streamed with :meth:`Clip.iter_frames`.
+      head_motion_amount: scale of the head motion (:func:`head_motion`; 0 = still head).
 
     Returns:
       A :class:`Clip` (frames uint8 ``[F, H, W, 3]``, audio float32 ``[N]`` at 16 kHz).
@@ -200,7 +209,9 @@ def synthesize_clip(
 
     audio = voice.synthesize_speech(np.random.default_rng([seed, 3, clip_index]), num_samples, ident.voice)
     opening, mouth_width = voice.mouth_from_audio(audio, fps, num_frames)
-    motion = head_motion(ident, np.random.default_rng([seed, 4, clip_index]), num_frames, fps, width, height)
+    motion = head_motion(
+        ident, np.random.default_rng([seed, 4, clip_index]), num_frames, fps, width, height, head_motion_amount
+    )
     speaker_id, clip_id = clip_name(clip_index, num_identities)
     clip = Clip(
         clip_id=clip_id,

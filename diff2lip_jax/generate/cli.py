@@ -6,7 +6,7 @@ Usage:
       [--config=configs/diff2lip.py:tiny] [--config.model.X=V]   (model flags of a .pt; default official)
       [--face_detector cascade|s3fd|voxceleb2|box] [--s3fd_weights s3fd.pth]
       [--pads top,bottom,left,right] [--box y1,y2,x1,x2] [--nosmooth]
-      [--batch_size 32] [--static] [--fig3_strip STEPS.png] [--paste full|lower] [--side_by_side CMP.mp4] [--overwrite]
+      [--batch_size 32] [--static] [--fig3_strip STEPS.png] [--paste full|lower|feather] [--side_by_side CMP.mp4] [--overwrite]
 
 MODEL is a model directory (a diff2lip-train workdir or a diff2lip-convert import)
 or an official .pt / .safetensors state_dict. The output is an H.264 + AAC mp4 at
@@ -59,8 +59,9 @@ def define_flags() -> None:
     flags.DEFINE_enum(
         "paste",
         "full",
-        ["full", "lower"],
-        "full: the whole generated crop replaces the face box (official); lower: only its lower half",
+        ["full", "lower", "feather"],
+        "full: the whole generated crop replaces the face box (official); lower: only its lower half; "
+        "feather: the lower half blended in with a feathered edge (no seam)",
     )
     flags.DEFINE_string(
         "side_by_side", None, "also write video source | lip-synced | driving clip side by side (.mp4), driving audio"

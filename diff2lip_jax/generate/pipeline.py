@@ -29,17 +29,16 @@ from typing import Any
 import numpy as np
 
 from diff2lip_jax.audio import frame_window_starts, load_audio, melspectrogram
-from diff2lip_jax.conditioning import first_hidden_row
 from diff2lip_jax.constants import FPS, MEL_STEPS_PER_WINDOW, SAMPLE_RATE
-from diff2lip_jax.face import DETECTOR_KINDS, FaceDetector, crop_and_resize, make_detector, paste_back
+from diff2lip_jax.face import DETECTOR_KINDS, FaceDetector, crop_and_resize, make_detector
 from diff2lip_jax.generate import frames as frames_lib
 from diff2lip_jax.generate import model as model_lib
+from diff2lip_jax.generate import paste as paste_lib
 from diff2lip_jax.generate.side_by_side import write_side_by_side
 from diff2lip_jax.generate.strip import write_strip
 from diff2lip_jax.video import VideoWriter, probe, require_video
 
 MODES = ("cross", "reconstruction")
-PASTE_MODES = ("full", "lower")
 OUTPUT_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv")
 
 
@@ -145,21 +144,11 @@ class _LipSync:
                 self.strip.update(x_t=xs[:, 0], x0_pred=x0s[:, 0])
             generated = np.asarray(result)[: len(chunk.crops)]
             originals = np.stack([frames[i] for i in chunk.face_at])
-            pasted = paste_back(originals, generated, np.stack(chunk.boxes))
-            if self.paste == "lower":
-                pasted = _keep_upper_half(originals, pasted, chunk.boxes)
+            pasted = paste_lib.paste(self.paste, originals, generated, np.stack(chunk.boxes))
             for j, i in enumerate(chunk.face_at):
                 frames[i] = pasted[j]
         self.writer.write(np.stack(frames))
         self.bar.update(len(frames))
-
-
-def _keep_upper_half(originals: np.ndarray, pasted: np.ndarray, boxes: Sequence[np.ndarray]) -> np.ndarray:
-    """Restores each box's upper half (rows above the generated half) from the originals: [N, H, W, 3] uint8."""
-    for frame, orig, (x1, y1, x2, y2) in zip(pasted, originals, boxes):
-        top = y1 + first_hidden_row(y2 - y1)
-        frame[y1:top, x1:x2] = orig[y1:top, x1:x2]
-    return pasted
 
 
 def _make_detector(
@@ -236,8 +225,9 @@ def generate(
       batch_size: frames per sampler call, rounded up to a multiple of the local devices.
       progress: tqdm bars on stderr (frames/s and ETA).
       paste: "full" (official: the whole resized crop replaces the face box, so the
-        upper half passes through the model's resolution) or "lower" (only the
-        generated lower half of the box is replaced; the rest keeps the original pixels).
+        upper half passes through the model's resolution), "lower" (only the
+        generated lower half of the box is replaced) or "feather" (the lower half
+        blended in through a feathered mask: no seam at the box border); `generate.paste`.
       fig3_strip: a .png path: x_t and x0_pred of the first face at `fig3_steps` evenly
         spaced DDIM steps (the paper's Fig. 3), written after the video succeeds.
       side_by_side: also write this comparison video: video source | lip-synced |
@@ -256,8 +246,8 @@ def generate(
     out = pathlib.Path(out)
     if mode not in MODES:
         raise ValueError(f"--mode={mode!r}: choose cross or reconstruction")
-    if paste not in PASTE_MODES:
-        raise ValueError(f"--paste={paste!r}: choose full or lower")
+    if paste not in paste_lib.PASTE_MODES:
+        raise ValueError(f"--paste={paste!r}: choose one of {', '.join(paste_lib.PASTE_MODES)}")
     if int(ddim_steps) < 1 or int(batch_size) < 1:
         raise ValueError(f"--ddim_steps ({ddim_steps}) and --batch_size ({batch_size}) must be >= 1")
     _check_output(out, OUTPUT_SUFFIXES, overwrite, "--out")
