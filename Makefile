@@ -36,10 +36,11 @@ fmt: install
 demo: install
 	bash scripts/demo.sh
 
-# Longer training (about an hour on 2 CPU cores): more speakers, SyncNet and Diff2Lip steps.
+# Longer training (about 40 minutes on 2 CPU cores): more speakers, SyncNet and Diff2Lip
+# steps, more pairs scored.
 demo-long: install
 	OUT=$${OUT:-demo_long_out} CLIPS=$${CLIPS:-30} SYNC_STEPS=$${SYNC_STEPS:-1500} D2L_STEPS=$${D2L_STEPS:-2400} \
-	  PAIRS=$${PAIRS:-6} bash scripts/demo.sh
+	  PAIRS=$${PAIRS:-6} RECON=$${RECON:-4} bash scripts/demo.sh
 
 bench: install
 	$(PY) benchmarks/unet.py --config=configs/diff2lip.py:tiny

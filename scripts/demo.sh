@@ -15,8 +15,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-demo_out}
 BIN=${PY:-.venv/bin}
-SYNC_STEPS=${SYNC_STEPS:-600}
-D2L_STEPS=${D2L_STEPS:-480}
+SYNC_STEPS=${SYNC_STEPS:-500}
+D2L_STEPS=${D2L_STEPS:-420}
 CLIPS=${CLIPS:-24}
 PAIRS=${PAIRS:-4}
 RECON=${RECON:-2}
