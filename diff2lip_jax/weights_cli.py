@@ -23,7 +23,7 @@ def _list() -> None:
     rows = [("name", "file", "size", "checksum", "cached", "licence", "used by")]
     for w in weights.REGISTRY.values():
         check = "sha256" if w.sha256 else f"sha256 {w.sha256_prefix}..." if w.sha256_prefix else "-"
-        how = "manual" if w.manual else "hub" if w.hf else "url"
+        how = "manual" if w.manual else "url"
         rows.append(
             (
                 w.name,

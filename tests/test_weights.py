@@ -111,7 +111,6 @@ def test_registry_lists_every_external_file():
     } <= names
     for w in weights.REGISTRY.values():
         assert w.url.startswith(("http://", "https://")) and w.licence and w.used_by
-        assert sum([w.direct, w.hf is not None, w.manual is not None]) == 1, w.name
         if w.sha256_prefix:  # the torch.hub convention: the prefix is in the published name
             assert f"-{w.sha256_prefix}." in w.filename
 
@@ -139,3 +138,16 @@ def test_cli(server, tmp_path):
     bad.parent.mkdir(parents=True)
     bad.write_bytes(b"not inception")
     assert "refused" in one_line_error(_cli("fetch", "fid_inception", env=env))
+
+
+def test_lpips_finds_its_files_in_the_cache(cache):
+    from diff2lip_jax.models import lpips
+
+    assert weights.path("lpips_vgg16").parent == weights.path("lpips_lin").parent == cache / "lpips"
+    assert lpips.find_weight_files(cache / "lpips") is None
+    for name in ("lpips_vgg16", "lpips_lin"):
+        weights.path(name).parent.mkdir(parents=True, exist_ok=True)
+        weights.path(name).write_bytes(b"h5")
+    expected = (str(cache / "lpips" / lpips.VGG_FILE), str(cache / "lpips" / lpips.LIN_FILE))
+    assert lpips.find_weight_files() == expected  # no weights_dir: the project's cache first
+    assert lpips.find_weight_files(cache / "lpips") == expected

@@ -149,7 +149,8 @@ def missing_weights_message(weights_dir: str | None) -> str:
         f"from the Hugging Face repo {HF_REPO_ID} "
         f"(https://huggingface.co/{HF_REPO_ID}/resolve/main/{VGG_FILE} and .../{LIN_FILE}) and either "
         f"put both directly in one directory and pass it as make_lpips(weights_dir=...), "
-        f"or fill the cache with `huggingface-cli download {HF_REPO_ID} {VGG_FILE} {LIN_FILE}`. "
+        f"or run `diff2lip-weights fetch lpips_vgg16 lpips_lin` (found there), "
+        f"or fill the Hugging Face cache with `huggingface-cli download {HF_REPO_ID} {VGG_FILE} {LIN_FILE}`. "
         f"Offline demos and tests can use mode='random' instead."
     )
 
@@ -158,11 +159,17 @@ def find_weight_files(weights_dir: str | os.PathLike[str] | None = None) -> tupl
     """(vgg16_weights.h5, lpips_lin.h5) paths, or None. Never touches the network.
 
     With `weights_dir`, only that directory is searched (an explicit choice is
-    not silently replaced by a cached copy); otherwise the Hugging Face cache.
+    not silently replaced by a cached copy); otherwise the project's weights cache
+    (`diff2lip-weights fetch lpips_vgg16 lpips_lin`), then the Hugging Face cache.
     """
     if weights_dir is not None:
         paths = tuple(os.path.join(os.fspath(weights_dir), f) for f in (VGG_FILE, LIN_FILE))
         return paths if all(os.path.isfile(p) for p in paths) else None
+    from diff2lip_jax import weights
+
+    paths = tuple(str(weights.path(name)) for name in ("lpips_vgg16", "lpips_lin"))
+    if all(os.path.isfile(p) for p in paths):
+        return paths
     from huggingface_hub import try_to_load_from_cache  # a cache lookup, no HTTP
 
     paths = tuple(try_to_load_from_cache(HF_REPO_ID, f) for f in (VGG_FILE, LIN_FILE))
