@@ -55,15 +55,19 @@ def composite(generated: jax.Array, known: jax.Array, mask: jax.Array) -> jax.Ar
 def model_inputs(batch: dict, mask: jax.Array, cond_noise: jax.Array) -> tuple[jax.Array, dict]:
     """Flattens training sequences to frames and builds the UNet's conditioning (official tfg_process_batch).
 
-    batch: ``frames`` [B, F, H, W, 3], ``ref`` [B, H, W, 3] (or [B, F, H, W, 3*nrefer]),
-    ``indiv_mels`` [B, F, 80, 16]; mask [B*F, H, W, 1]; cond_noise [B*F, H, W, 3].
+    batch: ``frames`` [B, F, H, W, 3], ``ref`` [B, H, W, 3] (or [B, R, H, W, 3] for
+    nrefer = R > 1, as the data pipeline gives it), ``indiv_mels`` [B, F, 80, 16];
+    mask [B*F, H, W, 1]; cond_noise [B*F, H, W, 3].
     Returns x_start [B*F, H, W, 3] and the model kwargs: cond_img (hidden rows replaced
-    by `cond_noise`), mask, ref_img (the sequence's reference for each frame),
-    indiv_mels [B*F, 80, 16].
+    by `cond_noise`), mask, ref_img [B*F, H, W, 3*R] (the sequence's references, stacked
+    on channels in order, for each of its frames), indiv_mels [B*F, 80, 16].
     """
     b, f, h, w, c = batch["frames"].shape
     x = batch["frames"].reshape(b * f, h, w, c)
-    ref = jnp.repeat(batch["ref"], f, axis=0) if batch["ref"].ndim == 4 else batch["ref"].reshape(b * f, h, w, -1)
+    ref = batch["ref"]
+    if ref.ndim == 5:  # [B, R, H, W, 3] -> [B, H, W, R*3]: reference r on channels 3r..3r+2
+        ref = jnp.moveaxis(ref, 1, 3).reshape(b, h, w, -1)
+    ref = jnp.repeat(ref, f, axis=0)
     return x, dict(
         cond_img=masked_cond_img(x, mask, cond_noise),
         mask=mask,

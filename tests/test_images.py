@@ -114,6 +114,15 @@ def test_cond_img_and_composite():
     np.testing.assert_array_equal(np.asarray(kw["cond_img"]), cond)
     assert kw["ref_img"].shape == (2, 8, 8, 3) and kw["indiv_mels"].shape == (2, 80, 16)
 
+    # nrefer = 2: [B, 2, H, W, 3] references stacked on channels, in order, for every frame.
+    refs = jax.random.uniform(k2, (1, 2, 8, 8, 3))
+    _, kw = conditioning.model_inputs({**batch, "ref": refs}, mask, noise)
+    ref_img = np.asarray(kw["ref_img"])
+    assert ref_img.shape == (2, 8, 8, 6)
+    for frame in range(2):
+        np.testing.assert_array_equal(ref_img[frame, ..., :3], np.asarray(refs)[0, 0])
+        np.testing.assert_array_equal(ref_img[frame, ..., 3:], np.asarray(refs)[0, 1])
+
 
 def test_track_from_detections_is_detect_faces_post_processing():
     class Fake:

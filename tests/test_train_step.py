@@ -158,3 +158,24 @@ def test_sample_grid_columns_are_in_the_stated_order(setup):
     for name in ("input", "x0_pred", "sample"):  # the upper half is the frame's own, the lower half is not
         np.testing.assert_allclose(columns[name][:, :half], frames[:, :half], atol=1e-6)
         assert np.abs(columns[name][:, half:] - frames[:, half:]).mean() > 0.05, name
+
+
+def test_two_reference_frames_train(request):
+    """nrefer=2: the loader's [B, 2, S, S, 3] references reach the UNet as 6 channels, and a
+    two-step run (with only L_simple + L2, to keep the compile small) lowers nothing to NaN."""
+    cfg = load_config("diff2lip", "tiny")
+    cfg.model.nrefer = 2
+    for name in ("sync", "lpips", "gan"):
+        cfg.loss[name] = 0.0
+    modules, frozen = build_modules(cfg)
+    state = init_state(cfg, modules)
+    rng = np.random.default_rng(seed_for(request.node.nodeid))
+    batch = random_batch(seed_for(request.node.nodeid), b=2)
+    batch["ref"] = rng.uniform(-1, 1, (2, 2, SIZE, SIZE, 3)).astype(np.float32)
+    step = jax.jit(make_train_step(modules, cfg))
+    for _ in range(2):
+        state, metrics = step(state, frozen, batch)
+    metrics = jax.device_get(metrics)
+    assert metrics["finite"] == 1.0 and np.isfinite(metrics["loss"]) and int(state.step) == 2
+    # The input conv sees x, cond_img and both references: 3 * (2 + 2) channels.
+    assert state.params["input_blocks_0_0"]["kernel"].shape[-2] == 12
