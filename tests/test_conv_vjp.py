@@ -29,6 +29,8 @@ CONFIGS = [
     (1, (7, 6), 3, 1, 4, 8),  # 7 rows: no even split
     (1, (16,), 3, 1, 80, 8),  # conv1d k3 (audio input block)
     (2, (12,), 1, 1, 8, 24),  # conv1d 1x1 (attention qkv / proj_out)
+    (1, (4, 4), 3, 1, 64, 48),  # large kernel, few pixels: dx by matmul
+    (2, (4,), 3, 1, 40, 64),  # the same in 1-D
 ]
 
 
@@ -123,3 +125,21 @@ def test_params_layout_unchanged(rng):
     shapes = lambda m: jax.tree.map(jnp.shape, m.init(jax.random.key(0), x))
     assert shapes(ours) == shapes(stock)
     assert isinstance(ours, nn.Conv)
+
+
+@pytest.mark.parametrize(
+    "x_shape,w_shape,strides,expected",
+    [
+        ((1, 4, 4, 64), (3, 3, 64, 48), (1, 1), True),
+        ((2, 4, 40), (3, 40, 64), (1,), True),
+        ((1, 8, 8, 1024), (3, 3, 1024, 512), (1, 1), True),  # official UNet, 8x8
+        ((1, 32, 32, 512), (3, 3, 512, 256), (1, 1), False),  # 32x32: XLA's dx is faster
+        ((1, 16, 16, 4), (3, 3, 4, 8), (1, 1), False),
+        ((1, 4, 4, 64), (1, 1, 64, 48), (1, 1), False),  # 1x1: no taps to sum
+        ((1, 4, 4, 64), (3, 3, 64, 48), (2, 2), False),  # strided
+    ],
+)
+def test_dx_by_matmul_selection(x_shape, w_shape, strides, expected):
+    """Which convs take the matmul input gradient (CONFIGS above checks its values)."""
+    padding = tuple((k // 2, k // 2) for k in w_shape[:-2])
+    assert conv_cpu.dx_by_matmul_pays(x_shape, w_shape, strides, padding) is expected

@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 
 from diff2lip_jax.models import conv_cpu
+from diff2lip_jax.models.attention import attention
+from diff2lip_jax.models.groupnorm import group_norm
 
 Dtype = jnp.dtype
 
@@ -32,22 +34,21 @@ def timestep_embedding(timesteps: jax.Array, dim: int, max_period: float = 10000
 
 
 class GroupNorm32(nn.Module):
-    """GroupNorm(32 groups, eps 1e-5) over [N, ..., C], in float32, output in `dtype`."""
+    """GroupNorm(32 groups, eps 1e-5) over [N, ..., C], in float32, output in `dtype`.
+
+    With `silu`, SiLU follows in float32 before the cast (one fused op with its own
+    gradient on CPU, `groupnorm.group_norm`); the official code applies it after.
+    """
 
     dtype: Dtype = jnp.float32
+    silu: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         channels = x.shape[-1]
         scale = self.param("scale", nn.initializers.ones, (channels,), jnp.float32)
         bias = self.param("bias", nn.initializers.zeros, (channels,), jnp.float32)
-        xf = x.astype(jnp.float32)
-        groups = xf.reshape(*xf.shape[:-1], 32, channels // 32)
-        axes = tuple(range(1, groups.ndim - 2)) + (groups.ndim - 1,)
-        mean = groups.mean(axis=axes, keepdims=True)
-        var = jnp.square(groups - mean).mean(axis=axes, keepdims=True)
-        normed = ((groups - mean) * jax.lax.rsqrt(var + 1e-5)).reshape(xf.shape)
-        return (normed * scale + bias).astype(self.dtype)
+        return group_norm(x, scale, bias, 32, self.silu).astype(self.dtype)
 
 
 def conv(
@@ -138,7 +139,7 @@ class ResBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, emb: jax.Array, train: bool = False) -> jax.Array:
-        h = nn.silu(GroupNorm32(self.dtype, name="in_layers_0")(x))
+        h = GroupNorm32(self.dtype, silu=True, name="in_layers_0")(x)
         if self.up:
             h, x = upsample_nearest(h), upsample_nearest(x)
         elif self.down:
@@ -150,10 +151,10 @@ class ResBlock(nn.Module):
         emb_out = emb_out.astype(h.dtype)[:, None, None, :]
         if self.use_scale_shift_norm:
             scale, shift = jnp.split(emb_out, 2, axis=-1)
-            h = GroupNorm32(self.dtype, name="out_layers_0")(h) * (1 + scale) + shift
+            h = nn.silu(GroupNorm32(self.dtype, name="out_layers_0")(h) * (1 + scale) + shift)
         else:
-            h = GroupNorm32(self.dtype, name="out_layers_0")(h + emb_out)
-        h = nn.Dropout(self.dropout, deterministic=not train or self.dropout == 0.0)(nn.silu(h))
+            h = GroupNorm32(self.dtype, silu=True, name="out_layers_0")(h + emb_out)
+        h = nn.Dropout(self.dropout, deterministic=not train or self.dropout == 0.0)(h)
         h = conv(self.out_channels, 3, self.dtype, "out_layers_3", zero=True)(h)
 
         if x.shape[-1] != self.out_channels:
@@ -183,8 +184,6 @@ class AttentionBlock(nn.Module):
         qkv = conv(3 * c, 1, self.dtype, "qkv", ndim=1)(GroupNorm32(self.dtype, name="norm")(seq))
         qkv = qkv.reshape(n, hgt * wid, heads, 3, ch)
         q, k, v = qkv[..., 0, :], qkv[..., 1, :], qkv[..., 2, :]
-        logits = jnp.einsum("nthc,nshc->nhts", q * (ch**-0.5), k)
-        weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
-        out = jnp.einsum("nhts,nshc->nthc", weights, v).reshape(n, hgt * wid, c)
+        out = attention(q, k, v).reshape(n, hgt * wid, c)
         out = conv(c, 1, self.dtype, "proj_out", zero=True, ndim=1)(out)
         return (seq + out).reshape(n, hgt, wid, c)

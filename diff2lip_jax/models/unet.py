@@ -70,7 +70,7 @@ class AudioEncoder(nn.Module):
         )
         h = jnp.swapaxes(mels.astype(self.dtype), 1, 2)  # [N, T=16, bands=80]
         h = conv(c.init_spatial_dim, 3, self.dtype, "input_block_0", ndim=1)(h)
-        h = nn.silu(GroupNorm32(self.dtype, name="input_block_1")(h))
+        h = GroupNorm32(self.dtype, silu=True, name="input_block_1")(h)
         h = jnp.swapaxes(h, 1, 2)[..., None]  # [N, 64, 16, 1]
 
         res = dict(dropout=self.dropout, use_scale_shift_norm=self.use_scale_shift_norm, dtype=self.dtype)
@@ -192,7 +192,7 @@ class TFGUNet(nn.Module):
                     ds //= 2
                 block += 1
 
-        h = nn.silu(GroupNorm32(out_dtype, name="out_0")(h))
+        h = GroupNorm32(out_dtype, silu=True, name="out_0")(h)
         return conv(cfg.out_channels, 3, out_dtype, "out_2", zero=True)(h)
 
     def _audio_encoder(self, dtype) -> AudioEncoder:
@@ -212,10 +212,10 @@ class TFGUNet(nn.Module):
             m = mels.astype(jnp.float32)
             feats = jnp.concatenate([m.mean(axis=2), m.mean(axis=1)], axis=-1)
             a = dense(cfg.time_embed_dim, jnp.float32, "audio_encoder_1")(feats)
-            a = nn.silu(GroupNorm32(jnp.float32, name="audio_encoder_2")(a))
+            a = GroupNorm32(jnp.float32, silu=True, name="audio_encoder_2")(a)
             return dense(cfg.time_embed_dim, jnp.float32, "audio_encoder_4")(a)
         a = self._audio_encoder(dtype)(mels, train)
-        a = nn.silu(GroupNorm32(dtype, name="audio_encoder_to_style_0")(a))
+        a = GroupNorm32(dtype, silu=True, name="audio_encoder_to_style_0")(a)
         a = a.mean(axis=(1, 2), keepdims=True)
         a = conv(cfg.time_embed_dim, 1, dtype, "audio_encoder_to_style_3", zero=True)(a)
         return a.reshape(a.shape[0], -1).astype(jnp.float32)
