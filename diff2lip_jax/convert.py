@@ -174,7 +174,11 @@ def _main(argv):
             raise type(e)(f"--torch={e}") from None
         try:
             params = torch_to_flax(sd, model_flags)
-        except (TypeError, ZeroDivisionError) as e:  # flags that build no model (e.g. GroupNorm groups)
+        except ConversionError:
+            raise
+        # Flags that build no model (e.g. channels that GroupNorm's 32 groups cannot split):
+        # flax's GroupNorm raises TypeError / ZeroDivisionError, the CPU GroupNorm ValueError.
+        except (TypeError, ValueError, ZeroDivisionError) as e:
             raise ConversionError(_bad_model_flags(model_flags, e)) from None
         where = checkpoint.save_model(
             FLAGS.out, params, model_flags, step=0, meta={"source": os.path.abspath(FLAGS.torch)}
