@@ -140,8 +140,10 @@ def cache_dir() -> pathlib.Path:
     return pathlib.Path(os.environ.get(CACHE_ENV) or pathlib.Path.home() / ".cache" / "diff2lip_jax")
 
 
-def lookup(name: str) -> Weight:
-    """The registry entry `name`; WeightsError listing the names otherwise."""
+def lookup(name: str | Weight) -> Weight:
+    """The registry entry `name` (an entry is returned as is); WeightsError listing the names otherwise."""
+    if isinstance(name, Weight):
+        return name
     try:
         return REGISTRY[name]
     except KeyError:
@@ -150,7 +152,7 @@ def lookup(name: str) -> Weight:
 
 def path(weight: str | Weight) -> pathlib.Path:
     """Where the file lives in the cache (it may not exist yet)."""
-    w = lookup(weight) if isinstance(weight, str) else weight
+    w = lookup(weight)
     return cache_dir() / (w.folder or w.name) / w.filename
 
 
@@ -181,7 +183,7 @@ def _check_digest(digest: str, w: Weight, what: str) -> str:
 
 def verify(weight: str | Weight, file: str | os.PathLike[str] | None = None) -> str:
     """Checks a file (default: the cached one) against the registry; returns what was checked."""
-    w = lookup(weight) if isinstance(weight, str) else weight
+    w = lookup(weight)
     file = pathlib.Path(file) if file is not None else path(w)
     return _check_digest(sha256_of(file), w, str(file))
 
@@ -215,18 +217,16 @@ def download(url: str, dest: str | os.PathLike[str], w: Weight, timeout: float =
                 raise WeightsError(f"{url}: the download stopped after {got} of {expected} bytes; fetch again")
         _check_digest(digest.hexdigest(), w, url)
         os.replace(tmp, dest)
+    except WeightsError:
+        raise
     except (urllib.error.URLError, OSError, ValueError) as e:
-        tmp.unlink(missing_ok=True)
-        if isinstance(e, WeightsError):
-            raise
         reason = getattr(e, "reason", None) or e
         raise WeightsError(
             f"cannot download {w.name} from {url} ({reason}); without internet, put the file at {dest} "
             f"(or set ${MIRROR_ENV})"
         ) from None
-    except BaseException:  # Ctrl-C: nothing half-written stays behind
+    finally:  # any failure, Ctrl-C included: nothing half-written stays behind (gone after the rename)
         tmp.unlink(missing_ok=True)
-        raise
     return dest
 
 
@@ -236,7 +236,7 @@ def fetch(weight: str | Weight, timeout: float = 60.0) -> pathlib.Path:
     A file already in the cache is returned as is (checked against the registry
     by :func:`verify` on `diff2lip-weights fetch`, not on every use).
     """
-    w = lookup(weight) if isinstance(weight, str) else weight
+    w = lookup(weight)
     dest = path(w)
     if dest.is_file():
         return dest

@@ -53,6 +53,12 @@ def feather_mask(height: int, width: int, feather: float = FEATHER) -> np.ndarra
     return rows[:, None] * cols[None, :]
 
 
+def check_mode(mode: str) -> None:
+    """ValueError naming the choices unless `mode` is one of PASTE_MODES."""
+    if mode not in PASTE_MODES:
+        raise ValueError(f"--paste={mode!r}: choose one of {', '.join(PASTE_MODES)}")
+
+
 def paste(mode: str, originals: np.ndarray, crops: np.ndarray, boxes: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
     """Frames with the generated crops put back: -> new uint8 [N, H, W, 3] (inputs untouched).
 
@@ -60,8 +66,7 @@ def paste(mode: str, originals: np.ndarray, crops: np.ndarray, boxes: Sequence[n
     truncated as the official code); boxes: [N, 4] int (x1, y1, x2, y2); mode: one
     of PASTE_MODES (module docstring).
     """
-    if mode not in PASTE_MODES:
-        raise ValueError(f"--paste={mode!r}: choose one of {', '.join(PASTE_MODES)}")
+    check_mode(mode)
     boxes = np.asarray(boxes)
     pasted = paste_back(originals, crops, boxes)
     if mode == "full":

@@ -246,8 +246,7 @@ def generate(
     out = pathlib.Path(out)
     if mode not in MODES:
         raise ValueError(f"--mode={mode!r}: choose cross or reconstruction")
-    if paste not in paste_lib.PASTE_MODES:
-        raise ValueError(f"--paste={paste!r}: choose one of {', '.join(paste_lib.PASTE_MODES)}")
+    paste_lib.check_mode(paste)
     if int(ddim_steps) < 1 or int(batch_size) < 1:
         raise ValueError(f"--ddim_steps ({ddim_steps}) and --batch_size ({batch_size}) must be >= 1")
     _check_output(out, OUTPUT_SUFFIXES, overwrite, "--out")
