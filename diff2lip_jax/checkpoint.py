@@ -4,8 +4,12 @@ A model directory (a training workdir or the output of `diff2lip-convert
 import`) holds an orbax CheckpointManager under `<dir>/checkpoints/`, one step
 folder per save, each with named items:
 
-  params   the inference parameters (Flax nested dict, float32)
+  params   the inference parameters (Flax nested dict, float32; a training run's EMA)
   meta     JSON: {"model": official-style model flags, "source": ..., ...}
+
+A training workdir also holds `state`, the whole training state, whose `params`
+are the raw (not averaged) weights: `load_model(..., weights="raw")` reads just
+those leaves (an orbax partial restore; the optimizer state stays on disk).
 
 so the model flags travel with the weights and nothing else is needed to
 rebuild the network. Orbax writes each step to a temporary folder and renames
@@ -26,6 +30,7 @@ from diff2lip_jax.models import UNetConfig, abstract_params
 from diff2lip_jax.models.syncnet import NUM_FRAMES, SyncNet
 
 CHECKPOINTS = "checkpoints"
+WEIGHTS = ("ema", "raw")  # which weights of a training workdir: the EMA `params` item, or `state.params`
 
 
 class CheckpointError(ValueError):
@@ -92,22 +97,41 @@ def read_meta(path: str, step: int | None = None) -> tuple[dict, int]:
     return dict(restored["meta"]), step
 
 
-def load_model(path: str, step: int | None = None) -> tuple[dict, UNetConfig, int]:
-    """(params as host numpy float32, UNetConfig, step) from a model directory."""
-    params, cfg, step, _ = load_model_and_meta(path, step)
+def load_model(path: str, step: int | None = None, weights: str = "ema") -> tuple[dict, UNetConfig, int]:
+    """(params as host numpy float32, UNetConfig, step) from a model directory; `weights` in WEIGHTS."""
+    params, cfg, step, _ = load_model_and_meta(path, step, weights)
     return params, cfg, step
 
 
-def load_model_and_meta(path: str, step: int | None = None) -> tuple[dict, UNetConfig, int, dict]:
-    """As :func:`load_model`, plus the step's meta dict (e.g. "diffusion" flags of a training run)."""
+def load_model_and_meta(path: str, step: int | None = None, weights: str = "ema") -> tuple[dict, UNetConfig, int, dict]:
+    """As :func:`load_model`, plus the step's meta dict (e.g. "diffusion" flags of a training run).
+
+    weights="ema" reads the `params` item (a training run's EMA, or an imported model);
+    "raw" reads `state.params` of a training workdir and raises CheckpointError for a
+    directory without a training state (an import output, or a step saved without one).
+    """
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights={weights!r}: choose one of {', '.join(WEIGHTS)}")
     meta, step = read_meta(path, step)
     cfg = UNetConfig.from_flags(meta["model"])
     cpu = jax.sharding.SingleDeviceSharding(jax.local_devices(backend="cpu")[0])
     abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, np.float32, sharding=cpu), abstract_params(cfg))
-    with open_manager(path) as mngr:
-        restored = mngr.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract)))
-    params = jax.tree.map(np.asarray, restored["params"])
-    return params, cfg, step, meta
+    if weights == "ema":
+        with open_manager(path) as mngr:
+            restored = mngr.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract)))
+        return jax.tree.map(np.asarray, restored["params"]), cfg, step, meta
+    if not os.path.isdir(os.path.join(manager_dir(path), str(step), "state")):
+        raise CheckpointError(
+            f"--weights raw: {path} step {step} holds no training state (an imported model has one set of "
+            "weights); use --weights ema"
+        )
+    # Only the `params` leaves of the state item: the optimizer moments are never read.
+    wanted = {"params": abstract}
+    restore_args = jax.tree.map(lambda _: ocp.ArrayRestoreArgs(sharding=cpu), wanted)
+    with open_manager(path, item_names=("state", "params", "meta")) as mngr:
+        args = ocp.args.PyTreeRestore(wanted, restore_args=restore_args, partial_restore=True)
+        restored = mngr.restore(step, args=ocp.args.Composite(state=args))
+    return jax.tree.map(np.asarray, restored["state"]["params"]), cfg, step, meta
 
 
 SYNCNET_KIND = "syncnet"

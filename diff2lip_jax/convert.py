@@ -187,11 +187,11 @@ def _main(argv):
     else:
         if not FLAGS.checkpoint or not FLAGS.out:
             raise app.UsageError("export needs --checkpoint DIR and --out F.pt|F.safetensors")
-        params, cfg, step = _load_for_export(FLAGS.checkpoint, FLAGS.step)
+        params, cfg, step = _load_for_export(FLAGS.checkpoint, FLAGS.step, FLAGS.weights)
         sd = flax_to_torch(params, cfg)
         save_state_dict_file(sd, FLAGS.out, overwrite=FLAGS.overwrite)
         print(
-            f"exported step {step} ({len(sd)} tensors, {sum(v.size for v in sd.values()):,} parameters) -> {FLAGS.out}"
+            f"exported step {step} {FLAGS.weights} weights ({len(sd)} tensors, {sum(v.size for v in sd.values()):,} parameters) -> {FLAGS.out}"
         )
 
 
@@ -220,7 +220,7 @@ def _quiet_closed_event_loop() -> None:
     sys.unraisablehook = hook
 
 
-def _load_for_export(path: str, step: int | None):
+def _load_for_export(path: str, step: int | None, weights: str = "ema"):
     """`checkpoint.load_model` with one-line errors naming the workdir or the step folder."""
     from diff2lip_jax import checkpoint
 
@@ -258,7 +258,7 @@ def _load_for_export(path: str, step: int | None):
             "export takes a Diff2Lip model directory (a diff2lip-train workdir or a diff2lip-convert import --out)"
         )
     try:
-        return checkpoint.load_model(path, resolved)
+        return checkpoint.load_model(path, resolved, weights)
     except checkpoint.CheckpointError:
         raise
     except Exception as e:
@@ -269,12 +269,15 @@ def run():
     """Console script `diff2lip-convert`."""
     from absl import flags
 
-    from diff2lip_jax import cli
+    from diff2lip_jax import checkpoint, cli
 
     flags.DEFINE_string("torch", None, "import: official PyTorch state_dict (.pt/.pth/.safetensors)")
     flags.DEFINE_string("out", None, "import: new model directory; export: .pt or .safetensors file")
     flags.DEFINE_string("checkpoint", None, "export: model directory (training workdir or import output)")
     flags.DEFINE_integer("step", None, "export: step to export (default: the newest)")
+    flags.DEFINE_enum(
+        "weights", "ema", checkpoint.WEIGHTS, "export: a training workdir's EMA params (as generate uses) or raw params"
+    )
     flags.DEFINE_bool("overwrite", False, "export: replace an existing --out file")
     cli.define_config_flag("import: model flags (config.model); default the official model")
     cli.run_app("diff2lip-convert", _main, doc=__doc__)

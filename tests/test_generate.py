@@ -379,6 +379,44 @@ def test_model_directory_is_sampled_with_its_training_diffusion_flags(tmp_path):
     assert dict(model_lib.load_checkpoint(tmp_path / "imported").diffusion)["predict_xstart"] is False
 
 
+def test_weights_raw_reads_the_training_state_params(prepared_dataset, tmp_path):
+    """--weights raw: a training workdir's `state.params` (partial restore), ema: its `params` item."""
+    import jax
+
+    from diff2lip_jax import checkpoint
+    from diff2lip_jax.data import make_train_loader
+    from diff2lip_jax.train import checkpoints as train_ckpt
+    from diff2lip_jax.train.diff2lip import inference_meta
+    from diff2lip_jax.train.state import create_train_state, make_optimizers
+    from diff2lip_jax.train.task import close_iterator
+
+    cfg = tiny_config()
+    raw, ema = random_params(cfg.model, seed=1), random_params(cfg.model, seed=2)
+    tx, d_tx = make_optimizers(cfg)
+    state = create_train_state(raw, {}, jax.random.key(0), tx, d_tx).replace(ema_params=ema)
+    it = make_train_loader(prepared_dataset, "train", 2, 0, 0, image_size=SIZE, nrefer=1)
+    workdir = str(tmp_path / "run")
+    try:
+        with train_ckpt.open_manager(workdir, keep=1, async_save=False) as mngr:
+            train_ckpt.save(mngr, state, it, cfg, ema, inference_meta(cfg, 0), force=True)
+    finally:
+        close_iterator(it)
+
+    def max_diff(a, b):
+        return max(float(np.abs(x - y).max()) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+    loaded_raw = model_lib.load_checkpoint(workdir, weights="raw")
+    assert max_diff(loaded_raw.params, raw) == 0 and loaded_raw.description.endswith("(raw)")
+    assert max_diff(model_lib.load_checkpoint(workdir).params, ema) == 0  # the default stays EMA
+    assert jax.tree.structure(loaded_raw.params) == jax.tree.structure(ema)
+    # An imported model has one set of weights; a state_dict file too.
+    checkpoint.save_model(str(tmp_path / "imported"), ema, cfg.model)
+    with pytest.raises(checkpoint.CheckpointError, match="no training state.*--weights ema"):
+        model_lib.load_checkpoint(tmp_path / "imported", weights="raw")
+    with pytest.raises(ValueError, match="choose one of ema, raw"):
+        model_lib.load_checkpoint(workdir, weights="best")
+
+
 def test_side_by_side_panels_follow_the_lead_video(tmp_path):
     """Panels are scaled to the lead's height under a caption bar; a shorter panel holds its last frame."""
     from diff2lip_jax.generate.side_by_side import LABEL_HEIGHT, write_side_by_side

@@ -2,7 +2,7 @@
 
 Usage:
   diff2lip-generate --checkpoint MODEL --video FACE.mp4 --audio SPEECH.wav --out OUT.mp4
-      [--mode cross|reconstruction] [--ddim_steps 25] [--seed 7] [--step N]
+      [--mode cross|reconstruction] [--ddim_steps 25] [--seed 7] [--step N] [--weights ema|raw]
       [--config=configs/diff2lip.py:tiny] [--config.model.X=V]   (model flags of a .pt; default official)
       [--face_detector cascade|s3fd|voxceleb2|box] [--s3fd_weights s3fd.pth]
       [--pads top,bottom,left,right] [--box y1,y2,x1,x2] [--nosmooth]
@@ -40,6 +40,13 @@ def define_flags() -> None:
     flags.DEFINE_integer("ddim_steps", 25, "DDIM sampling steps (respacing ddimN)")
     flags.DEFINE_integer("seed", 7, "seed of the one start-noise image shared by every frame")
     flags.DEFINE_integer("step", None, "checkpoint step of a model directory (default: the newest)")
+    flags.DEFINE_enum(
+        "weights",
+        "ema",
+        ["ema", "raw"],  # checkpoint.WEIGHTS (not imported: --help stays free of jax)
+        "a training workdir's EMA params, or its raw params (better early in training, while the EMA is "
+        "mostly the initialisation)",
+    )
     cli.define_config_flag(
         "model flags for a .pt/.safetensors (config.model) and diffusion flags, default the official ones "
         "(e.g. --config=configs/diff2lip.py:tiny); a model directory brings its own model flags",
@@ -78,6 +85,7 @@ def define_flags() -> None:
         "ddim_steps",
         "seed",
         "step",
+        "weights",
         "config",
         "face_detector",
         "s3fd_weights",
@@ -124,6 +132,7 @@ def _main(argv: list[str]) -> None:
         checkpoint=FLAGS.checkpoint,
         config=FLAGS.config if _config_given() else None,
         step=FLAGS.step,
+        weights=FLAGS.weights,
         mode=FLAGS.mode,
         ddim_steps=FLAGS.ddim_steps,
         seed=FLAGS.seed,

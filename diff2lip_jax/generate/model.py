@@ -4,6 +4,8 @@ Checkpoints come in two kinds:
 
 * a model directory (a `diff2lip-train` workdir or a `diff2lip-convert import`
   output): the EMA params and the model flags travel together (`checkpoint.load_model`);
+  `weights="raw"` takes a training workdir's raw params instead (early in training the
+  EMA is still mostly the initialisation: at decay 0.9999, 61% of it after 5k steps);
 * an official PyTorch `.pt`/`.pth` or a `.safetensors` state_dict: the model flags come
   from a config (`config.model`), by default the official model (`diff2lip_jax.default_config`).
 
@@ -106,8 +108,11 @@ class LoadedModel:
     step: int | None
 
 
-def load_checkpoint(path: str | os.PathLike, config: Any = None, step: int | None = None) -> LoadedModel:
-    """Loads a model directory (EMA params) or an official `.pt`/`.safetensors` state_dict.
+def load_checkpoint(
+    path: str | os.PathLike, config: Any = None, step: int | None = None, weights: str = "ema"
+) -> LoadedModel:
+    """Loads a model directory (EMA or raw params, `weights` in `checkpoint.WEIGHTS`) or an
+    official `.pt`/`.safetensors` state_dict.
 
     Raises one-line user errors: FileNotFoundError (missing path), ValueError
     (not a checkpoint, unreadable, or flags that do not fit the tensors).
@@ -116,15 +121,21 @@ def load_checkpoint(path: str | os.PathLike, config: Any = None, step: int | Non
     config = load_config(config)
     if not os.path.exists(path):
         raise FileNotFoundError(f"--checkpoint {path}: no such file or directory")
+    if weights not in ckpt.WEIGHTS:
+        raise ValueError(f"--weights={weights}: choose one of {', '.join(ckpt.WEIGHTS)}")
     if os.path.isdir(path):
         try:
-            params, cfg, found_step, meta = ckpt.load_model_and_meta(path, step)
+            params, cfg, found_step, meta = ckpt.load_model_and_meta(path, step, weights)
         except ckpt.CheckpointError:
             raise
         except Exception as e:  # orbax raises many types for damaged folders
             raise ValueError(f"--checkpoint {path}: unreadable checkpoint ({_first_line(e)})") from None
         return LoadedModel(
-            params, cfg, diffusion_flags(config, cfg, meta.get("diffusion")), f"{path} step {found_step}", found_step
+            params,
+            cfg,
+            diffusion_flags(config, cfg, meta.get("diffusion")),
+            f"{path} step {found_step} ({weights})",
+            found_step,
         )
     if not path.endswith(STATE_DICT_SUFFIXES):
         raise ValueError(
@@ -133,6 +144,10 @@ def load_checkpoint(path: str | os.PathLike, config: Any = None, step: int | Non
         )
     if step is not None:
         raise ValueError("--step selects a step of a model directory; a state_dict file has one set of weights")
+    if weights != "ema":
+        raise ValueError(
+            f"--weights {weights} selects a training workdir's weights; a state_dict file has one set (drop --weights)"
+        )
     from diff2lip_jax.convert import load_state_dict_file, torch_to_flax
 
     model_flags = (

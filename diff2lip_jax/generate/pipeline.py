@@ -187,6 +187,7 @@ def generate(
     checkpoint: str | os.PathLike,
     config: Any = None,
     step: int | None = None,
+    weights: str = "ema",
     mode: str = "cross",
     ddim_steps: int = 25,
     seed: int = 7,
@@ -211,8 +212,9 @@ def generate(
         (or a video whose first frame is used) repeated for the whole audio.
       audio: any file with sound (wav, mp3, m4a, a video's audio track).
       out: .mp4/.m4v/.mov/.mkv; refused if it exists unless `overwrite`.
-      checkpoint: a model directory (EMA params; `step` picks one, default newest) or an
-        official .pt/.pth/.safetensors state_dict whose flags come from `config`.
+      checkpoint: a model directory (`step` picks one, default newest; `weights` "ema" or
+        "raw", a training workdir's raw params) or an official .pt/.pth/.safetensors
+        state_dict whose flags come from `config`.
       config: ConfigDict / dict / "FILE.py:VARIANT": model flags for state_dict files
         (default: the official model) and diffusion flags (default: official).
       mode: "cross" (input and reference = the video's frame at each time step) or
@@ -263,7 +265,7 @@ def generate(
             f"{audio}: the audio lasts {len(wav) / SAMPLE_RATE * 1000:.0f} ms, under one video frame (40 ms)"
         )
     detector = _make_detector(face_detector, box, s3fd_weights)
-    loaded = model_lib.load_checkpoint(checkpoint, config, step)
+    loaded = model_lib.load_checkpoint(checkpoint, config, step, weights)
     size = loaded.cfg.image_size
     sampler = model_lib.get_sampler(loaded.cfg, loaded.diffusion, int(ddim_steps))
     bs = sampler.padded_batch(batch_size)
