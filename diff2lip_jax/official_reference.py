@@ -9,6 +9,7 @@ side-stepped, because building and running the model uses neither.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import sys
 import types
@@ -43,3 +44,49 @@ def build_official_model(repo_dir: str, model_flags: Mapping[str, Any] | None = 
     kwargs["audio_encoder_kwargs"] = dict(kwargs.get("audio_encoder_kwargs") or {})
     model = script_util.tfg_create_model(**kwargs)
     return model.float().eval()
+
+
+def build_official_diffusion(repo_dir: str, diffusion_flags: Mapping[str, Any], timestep_respacing: str):
+    """The official (respaced) GaussianDiffusion for our diffusion flag names."""
+    script_util = _import_guided_diffusion(repo_dir)
+    flags = dict(diffusion_flags)
+    return script_util.create_gaussian_diffusion(
+        steps=int(flags.get("diffusion_steps", 1000)),
+        learn_sigma=bool(flags.get("learn_sigma", False)),
+        noise_schedule=flags.get("noise_schedule", "linear"),
+        predict_xstart=bool(flags.get("predict_xstart", False)),
+        rescale_timesteps=bool(flags.get("rescale_timesteps", False)),
+        timestep_respacing=timestep_respacing,
+    )
+
+
+def import_official_generate(repo_dir: str, write_video: Any):
+    """The official `generate.py` as a module, importable without torchvision or face_detection.
+
+    `torchvision.io.write_video` becomes `write_video` (the official writer, called with
+    `(path, video_array=..., fps=..., ...)`); `face_detection` is an empty module (the
+    caller passes its own detector object); `dist_util.dev()` is the CPU. Everything
+    else (its frame order, mel windows, batching, composite and paste) is the official code.
+    """
+    import torch
+
+    _import_guided_diffusion(repo_dir)
+    sys.modules["guided_diffusion.dist_util"].dev = lambda: torch.device("cpu")
+    torchvision = types.ModuleType("torchvision")
+    torchvision.io = types.SimpleNamespace(write_video=write_video)
+    saved = {name: sys.modules.get(name) for name in ("torchvision", "face_detection")}
+    sys.modules["torchvision"], sys.modules["face_detection"] = torchvision, types.ModuleType("face_detection")
+    repo = os.path.abspath(repo_dir)
+    if repo not in sys.path:
+        sys.path.insert(0, repo)  # its `audio` package
+    try:
+        spec = importlib.util.spec_from_file_location("_official_generate", os.path.join(repo, "generate.py"))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        for name, previous in saved.items():
+            if previous is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = previous
+    return module

@@ -6,15 +6,13 @@ batch size and DDIM steps, so the sampler compiles once for the whole module
 """
 
 import json
-import math
 import os
 import pathlib
 
 import cv2
 import numpy as np
 import pytest
-from flax.traverse_util import flatten_dict, unflatten_dict
-from helpers import one_line_error, run_module
+from helpers import max_abs_diff_tree, one_line_error, random_unet_params, run_module
 
 from diff2lip_jax.audio import SAMPLE_RATE, load_audio, save_wav
 from diff2lip_jax.generate import frames as frames_lib
@@ -36,23 +34,6 @@ def tiny_config():
     return cfg
 
 
-def random_params(model_flags, seed=0):
-    """Non-zero random params of the model's shapes (no jitted init: compiling it costs a minute)."""
-    from diff2lip_jax.models import abstract_params
-
-    rng = np.random.default_rng(seed)
-    out = {}
-    for path, leaf in flatten_dict(abstract_params(model_flags)).items():
-        if path[-1] == "kernel":
-            value = rng.standard_normal(leaf.shape) / math.sqrt(np.prod(leaf.shape[:-1]))
-        elif path[-1] == "scale":
-            value = 1.0 + 0.05 * rng.standard_normal(leaf.shape)
-        else:
-            value = 0.05 * rng.standard_normal(leaf.shape)
-        out[path] = value.astype(np.float32)
-    return unflatten_dict(out)
-
-
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     from diff2lip_jax import checkpoint
@@ -60,7 +41,9 @@ def model_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("gen_model") / "model"
     cfg = tiny_config()
     # As a training run writes it: the model's diffusion flags travel in the meta.
-    checkpoint.save_model(str(path), random_params(cfg.model), cfg.model, meta={"diffusion": cfg.diffusion.to_dict()})
+    checkpoint.save_model(
+        str(path), random_unet_params(cfg.model), cfg.model, meta={"diffusion": cfg.diffusion.to_dict()}
+    )
     return path
 
 
@@ -368,14 +351,14 @@ def test_model_directory_is_sampled_with_its_training_diffusion_flags(tmp_path):
     cfg = tiny_config()
     mine = bool(cfg.diffusion.predict_xstart)
     trained = dict(cfg.diffusion.to_dict(), predict_xstart=not mine, noise_schedule="cosine")
-    checkpoint.save_model(str(tmp_path / "m"), random_params(cfg.model), cfg.model, meta={"diffusion": trained})
+    checkpoint.save_model(str(tmp_path / "m"), random_unet_params(cfg.model), cfg.model, meta={"diffusion": trained})
     flags = dict(model_lib.load_checkpoint(tmp_path / "m").diffusion)
     assert flags["predict_xstart"] is (not mine) and flags["noise_schedule"] == "cosine"
     assert flags["learn_sigma"] == cfg.model.learn_sigma
     overridden = dict(model_lib.load_checkpoint(tmp_path / "m", config=cfg).diffusion)
     assert overridden["predict_xstart"] is mine and overridden["noise_schedule"] == "linear"
     # A directory without training meta (diff2lip-convert import) samples with the official flags.
-    checkpoint.save_model(str(tmp_path / "imported"), random_params(cfg.model), cfg.model)
+    checkpoint.save_model(str(tmp_path / "imported"), random_unet_params(cfg.model), cfg.model)
     assert dict(model_lib.load_checkpoint(tmp_path / "imported").diffusion)["predict_xstart"] is False
 
 
@@ -391,7 +374,7 @@ def test_weights_raw_reads_the_training_state_params(prepared_dataset, tmp_path)
     from diff2lip_jax.train.task import close_iterator
 
     cfg = tiny_config()
-    raw, ema = random_params(cfg.model, seed=1), random_params(cfg.model, seed=2)
+    raw, ema = random_unet_params(cfg.model, seed=1), random_unet_params(cfg.model, seed=2)
     tx, d_tx = make_optimizers(cfg)
     state = create_train_state(raw, {}, jax.random.key(0), tx, d_tx).replace(ema_params=ema)
     it = make_train_loader(prepared_dataset, "train", 2, 0, 0, image_size=SIZE, nrefer=1)
@@ -402,12 +385,9 @@ def test_weights_raw_reads_the_training_state_params(prepared_dataset, tmp_path)
     finally:
         close_iterator(it)
 
-    def max_diff(a, b):
-        return max(float(np.abs(x - y).max()) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
-
     loaded_raw = model_lib.load_checkpoint(workdir, weights="raw")
-    assert max_diff(loaded_raw.params, raw) == 0 and loaded_raw.description.endswith("(raw)")
-    assert max_diff(model_lib.load_checkpoint(workdir).params, ema) == 0  # the default stays EMA
+    assert max_abs_diff_tree(loaded_raw.params, raw) == 0 and loaded_raw.description.endswith("(raw)")
+    assert max_abs_diff_tree(model_lib.load_checkpoint(workdir).params, ema) == 0  # the default stays EMA
     assert jax.tree.structure(loaded_raw.params) == jax.tree.structure(ema)
     # An imported model has one set of weights; a state_dict file too.
     checkpoint.save_model(str(tmp_path / "imported"), ema, cfg.model)
