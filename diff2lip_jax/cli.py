@@ -138,11 +138,13 @@ def run_app(prog: str, main: Callable, argv: list[str] | None = None, doc: str |
     GNU-style flags (they may follow a sub-command); a bad flag or a user error
     prints one line `prog: error: ...` and exits 2; `doc` is what --help shows
     (a console-script wrapper module has no docstring of its own). On a CPU
-    run the project's XLA CPU flags are added first (`diff2lip_jax.xla_flags`).
+    run the project's XLA CPU flags are added first, and JAX's persistent compilation
+    cache is on (`diff2lip_jax.xla_flags`).
     """
     from diff2lip_jax import xla_flags
 
     xla_flags.apply_cpu_flags()  # before anything starts the JAX backend
+    xla_flags.enable_compilation_cache()
     flags.FLAGS.set_gnu_getopt(True)
 
     def parse(args: list[str]) -> list[str]:

@@ -116,3 +116,30 @@ def apply_cpu_flags(environ: MutableMapping[str, str] = os.environ) -> list[str]
     if added:
         environ["XLA_FLAGS"] = " ".join([current.strip(), *added]).strip()
     return added
+
+
+COMPILATION_CACHE_ENV = "DIFF2LIP_COMPILATION_CACHE"
+
+
+def enable_compilation_cache(environ: Mapping[str, str] = os.environ) -> str | None:
+    """Turns on JAX's persistent compilation cache for a console script; returns its folder.
+
+    A second run of the same program (same model, shapes, flags, jax version) loads the
+    compiled executables instead of compiling them again: on an accelerator the sampler
+    and the train step take minutes to compile. The folder is `$JAX_COMPILATION_CACHE_DIR`
+    when the user set it (jax reads it itself), else `$DIFF2LIP_COMPILATION_CACHE`, else
+    `<weights cache>/jax_compilation` (`~/.cache/diff2lip_jax/...`);
+    `DIFF2LIP_COMPILATION_CACHE=0` turns it off (None).
+    """
+    value = environ.get(COMPILATION_CACHE_ENV, "").strip()
+    if value == "0":
+        return None
+    if environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return environ["JAX_COMPILATION_CACHE_DIR"]
+    import jax
+
+    from diff2lip_jax.weights import cache_dir
+
+    path = value or str(cache_dir() / "jax_compilation")
+    jax.config.update("jax_compilation_cache_dir", path)
+    return path

@@ -13,6 +13,13 @@ seed to draw fresh inputs: ``DIFF2LIP_TEST_SEED=$RANDOM pytest ...``.
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The console scripts the tests run keep their compiled programs out of the user's cache:
+# one folder per session, so every CI run compiles from scratch (and is timed as such).
+_SESSION_XLA_CACHE = None
+if "DIFF2LIP_COMPILATION_CACHE" not in os.environ:
+    import tempfile
+
+    _SESSION_XLA_CACHE = os.environ["DIFF2LIP_COMPILATION_CACHE"] = tempfile.mkdtemp(prefix="diff2lip_test_xla_")
 _flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in _flags:
     os.environ["XLA_FLAGS"] = (_flags + " --xla_force_host_platform_device_count=8").strip()
@@ -53,6 +60,13 @@ def pytest_configure(config):
         base_seed()
     except ValueError as e:
         raise pytest.UsageError(str(e)) from None
+
+
+def pytest_unconfigure(config):
+    if _SESSION_XLA_CACHE is not None:
+        import shutil
+
+        shutil.rmtree(_SESSION_XLA_CACHE, ignore_errors=True)
 
 
 def pytest_report_header(config):

@@ -115,3 +115,22 @@ def test_flag_exists_and_moves_convolutions_off_ynnpack():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[-2:] == [str([OURS]), "True False"]
+
+
+def test_compilation_cache_folder_and_opt_out(tmp_path, monkeypatch):
+    import jax
+
+    from diff2lip_jax.xla_flags import enable_compilation_cache
+
+    before = jax.config.jax_compilation_cache_dir
+    try:
+        assert enable_compilation_cache({"DIFF2LIP_COMPILATION_CACHE": "0"}) is None
+        assert jax.config.jax_compilation_cache_dir == before  # off: untouched
+        assert enable_compilation_cache({"JAX_COMPILATION_CACHE_DIR": "/elsewhere"}) == "/elsewhere"
+        mine = str(tmp_path / "xla")
+        assert enable_compilation_cache({"DIFF2LIP_COMPILATION_CACHE": mine}) == mine
+        assert jax.config.jax_compilation_cache_dir == mine
+        monkeypatch.setenv("DIFF2LIP_CACHE", str(tmp_path / "cache"))
+        assert enable_compilation_cache({}) == str(tmp_path / "cache" / "jax_compilation")
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)
