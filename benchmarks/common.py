@@ -43,6 +43,43 @@ def flops_of(compiled) -> float:
     return float(cost.get("flops", 0.0)) if cost else 0.0
 
 
+def bench_jax(model, params, inputs, modes, repeats) -> dict[str, tuple[float, float]]:
+    """{mode: (seconds per call, XLA FLOPs per call)} of the jitted forward / train step."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    kw = {k: jnp.asarray(inputs[k]) for k in ("cond_img", "mask", "ref_img", "indiv_mels")}
+    x, t, target = jnp.asarray(inputs["x"]), jnp.asarray(inputs["t"]), jnp.asarray(inputs["target"])
+    results = {}
+    if "forward" in modes:
+        fwd = jax.jit(lambda p, x, t: model.apply({"params": p}, x, t, **kw))
+        compiled = fwd.lower(params, x, t).compile()
+        secs = timed(lambda: compiled(params, x, t).block_until_ready(), repeats)
+        results["forward"] = (secs, flops_of(compiled))
+    if "train" in modes:
+        tx = optax.adam(1e-4)
+
+        def loss_fn(p):
+            return jnp.mean((model.apply({"params": p}, x, t, **kw) - target) ** 2)
+
+        def step(p, opt_state):
+            loss, grads = jax.value_and_grad(loss_fn)(p)
+            updates, opt_state = tx.update(grads, opt_state, p)
+            return optax.apply_updates(p, updates), opt_state, loss
+
+        opt_state = tx.init(params)
+        compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, opt_state).compile()
+        state = [jax.tree.map(jnp.copy, params), opt_state]
+
+        def run():
+            state[0], state[1], loss = compiled(state[0], state[1])
+            loss.block_until_ready()
+
+        results["train"] = (timed(run, repeats), flops_of(compiled))
+    return results
+
+
 def bench_torch(repo, flags_dict, params, cfg, inputs, modes, repeats, state_dict=None):
     """Seconds per call of the official TFGModel, {mode: s}, on `inputs` (NHWC numpy, from make_inputs).
 
@@ -92,3 +129,49 @@ def bench_torch(repo, flags_dict, params, cfg, inputs, modes, repeats, state_dic
 
         results["train"] = timed(train, repeats)
     return results
+
+
+def random_train_batch(b: int, size: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """A random training batch of `b` 5-frame sequences at `size` px (the loader's keys)."""
+    rng = np.random.default_rng(seed)
+    return dict(
+        frames=rng.uniform(-1, 1, (b, 5, size, size, 3)).astype(np.float32),
+        ref=rng.uniform(-1, 1, (b, size, size, 3)).astype(np.float32),
+        indiv_mels=rng.standard_normal((b, 5, 80, 16)).astype(np.float32),
+        sync_mel=rng.standard_normal((b, 80, 16)).astype(np.float32),
+    )
+
+
+def compile_train_step(cfg, batch: int):
+    """The real five-loss train step of `cfg`, jitted with the config's mesh shardings and
+    compiled for `batch` sequences: (compiled, state, frozen, batch arrays, mesh, compile s)."""
+    import jax
+
+    from diff2lip_jax import parallel
+    from diff2lip_jax.train.build import build_modules, init_state
+    from diff2lip_jax.train.step import make_train_step
+
+    mesh = parallel.make_mesh(cfg.mesh.data, cfg.mesh.fsdp)
+    modules, frozen = build_modules(cfg)
+    state = init_state(cfg, modules)
+    shardings = parallel.fsdp_shardings(state, mesh)
+    state = jax.device_put(state, shardings)
+    frozen = jax.device_put(frozen, parallel.replicated(mesh))
+    arrays = parallel.host_to_global(random_train_batch(batch, modules.model.cfg.image_size), mesh)
+    step = jax.jit(
+        make_train_step(modules, cfg),
+        donate_argnums=0,
+        in_shardings=(shardings, parallel.replicated(mesh), parallel.batch_sharding(mesh)),
+        out_shardings=(shardings, parallel.replicated(mesh)),
+    )
+    start = time.perf_counter()
+    compiled = step.lower(state, frozen, arrays).compile()
+    return compiled, state, frozen, arrays, mesh, time.perf_counter() - start
+
+
+def memory_bytes(compiled) -> int | None:
+    """XLA's per-device estimate for a compiled program: arguments + outputs + temporaries - aliases."""
+    mem = compiled.memory_analysis()
+    if mem is None:
+        return None
+    return int(mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes - mem.alias_size_in_bytes)

@@ -20,17 +20,13 @@ from __future__ import annotations
 
 import os
 import resource
-import time
 
 import jax
-import numpy as np
 from absl import app, flags
-from common import bench_torch, flops_of, make_inputs, timed
+from common import bench_torch, compile_train_step, flops_of, make_inputs, memory_bytes, timed
 
-from diff2lip_jax import cli, parallel, xla_flags
+from diff2lip_jax import cli, xla_flags
 from diff2lip_jax.models import UNetConfig
-from diff2lip_jax.train.build import build_modules, init_state
-from diff2lip_jax.train.step import make_train_step
 
 # A training recipe of this checkout (the library's default config has no training fields).
 TINY = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "configs", "diff2lip.py") + ":tiny"
@@ -42,37 +38,12 @@ flags.DEFINE_string("torch_reference", None, "checkout of the official diff2lip 
 FLAGS = flags.FLAGS
 
 
-def random_batch(b: int, size: int, seed: int = 0) -> dict:
-    rng = np.random.default_rng(seed)
-    return dict(
-        frames=rng.uniform(-1, 1, (b, 5, size, size, 3)).astype(np.float32),
-        ref=rng.uniform(-1, 1, (b, size, size, 3)).astype(np.float32),
-        indiv_mels=rng.standard_normal((b, 5, 80, 16)).astype(np.float32),
-        sync_mel=rng.standard_normal((b, 80, 16)).astype(np.float32),
-    )
-
-
 def main(argv):
     del argv
     xla_flags.apply_cpu_flags()  # before the first JAX computation
     cfg = FLAGS.config
-    mesh = parallel.make_mesh(cfg.mesh.data, cfg.mesh.fsdp)
-    modules, frozen = build_modules(cfg)
-    state = init_state(cfg, modules)
-    shardings = parallel.fsdp_shardings(state, mesh)
-    state = jax.device_put(state, shardings)
-    frozen = jax.device_put(frozen, parallel.replicated(mesh))
-    size = modules.model.cfg.image_size
-    batch = parallel.host_to_global(random_batch(FLAGS.batch, size), mesh)
-    step = jax.jit(
-        make_train_step(modules, cfg),
-        donate_argnums=0,
-        in_shardings=(shardings, parallel.replicated(mesh), parallel.batch_sharding(mesh)),
-        out_shardings=(shardings, parallel.replicated(mesh)),
-    )
-    start = time.perf_counter()
-    compiled = step.lower(state, frozen, batch).compile()
-    compile_s = time.perf_counter() - start
+    compiled, state, frozen, batch, mesh, compile_s = compile_train_step(cfg, FLAGS.batch)
+    size = cfg.model.image_size
     holder = [state]
 
     def run():
@@ -81,7 +52,7 @@ def main(argv):
 
     secs = timed(run, FLAGS.repeats)
     flops = flops_of(compiled)
-    mem = compiled.memory_analysis()
+    mem = memory_bytes(compiled)
     frames = FLAGS.batch * 5
     on = [k for k in ("simple", "vb", "l2", "sync", "lpips", "gan") if cfg.loss[k] > 0]
     print(
@@ -94,11 +65,7 @@ def main(argv):
         f"{flops / 1e9 / secs:.1f} GFLOP/s achieved"
     )
     if mem is not None:
-        total = mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes - mem.alias_size_in_bytes
-        print(
-            f"memory (XLA estimate per device): {total / 2**30:.2f} GiB "
-            f"(arguments {mem.argument_size_in_bytes / 2**30:.2f}, temporaries {mem.temp_size_in_bytes / 2**30:.2f})"
-        )
+        print(f"memory (XLA estimate per device: arguments + outputs + temporaries): {mem / 2**30:.2f} GiB")
     print(f"process peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
     if FLAGS.peak_tflops:
         print(f"MFU: {100 * flops / secs / (FLAGS.peak_tflops * 1e12 * jax.device_count()):.1f}%")

@@ -45,48 +45,10 @@ FLAGS = flags.FLAGS
 Timings = dict[str, dict[str, float]]  # {"forward:1": {"secs": s, "flops": f}}
 
 
-def bench_jax(model, params, inputs, modes, repeats) -> dict[str, tuple[float, float]]:
-    """{mode: (seconds per call, XLA FLOPs per call)} of the jitted forward / train step."""
-    import jax
-    import jax.numpy as jnp
-    import optax
-    from common import flops_of, timed
-
-    kw = {k: jnp.asarray(inputs[k]) for k in ("cond_img", "mask", "ref_img", "indiv_mels")}
-    x, t, target = jnp.asarray(inputs["x"]), jnp.asarray(inputs["t"]), jnp.asarray(inputs["target"])
-    results = {}
-    if "forward" in modes:
-        fwd = jax.jit(lambda p, x, t: model.apply({"params": p}, x, t, **kw))
-        compiled = fwd.lower(params, x, t).compile()
-        secs = timed(lambda: compiled(params, x, t).block_until_ready(), repeats)
-        results["forward"] = (secs, flops_of(compiled))
-    if "train" in modes:
-        tx = optax.adam(1e-4)
-
-        def loss_fn(p):
-            return jnp.mean((model.apply({"params": p}, x, t, **kw) - target) ** 2)
-
-        def step(p, opt_state):
-            loss, grads = jax.value_and_grad(loss_fn)(p)
-            updates, opt_state = tx.update(grads, opt_state, p)
-            return optax.apply_updates(p, updates), opt_state, loss
-
-        opt_state = tx.init(params)
-        compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, opt_state).compile()
-        state = [jax.tree.map(jnp.copy, params), opt_state]
-
-        def run():
-            state[0], state[1], loss = compiled(state[0], state[1])
-            loss.block_until_ready()
-
-        results["train"] = (timed(run, repeats), flops_of(compiled))
-    return results
-
-
 def run_jax(batches: list[int]) -> Timings:
     import jax
     import numpy as np
-    from common import make_inputs
+    from common import bench_jax, make_inputs
 
     from diff2lip_jax.models import build_unet, init_params
 

@@ -1,0 +1,116 @@
+"""Per-device memory of the five-loss train step by batch size, with and without fsdp.
+
+    python benchmarks/memory_plan.py                      # official config, 8 devices, data vs fsdp
+    python benchmarks/memory_plan.py --devices=8 --meshes=8x1,1x8 --per_device_batches=1,2
+
+Compiles (never runs) the real train step for each mesh (data x fsdp) and per-device
+batch, on abstract inputs (`jax.eval_shape`: nothing is allocated), and reads XLA's
+buffer assignment (`compiled.memory_analysis()`: arguments + outputs + temporaries -
+donated aliases, per device). On a CPU host the devices are fake
+(`--xla_force_host_platform_device_count`, set here), so the numbers are XLA:CPU's
+buffer plan for the same program: a GPU's or TPU's differs in fusion and scratch space,
+so keep 10-20% headroom, and check on the device with benchmarks/accelerator.py
+(peak device memory). Memory is affine in the batch, so two batches per mesh give the
+fixed part (weights, EMA, Adam moments, the frozen SyncNet and VGG16) and the cost per
+sequence; the plan extrapolates the largest per-device batch that fits each --budgets_gib.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags
+
+OFFICIAL = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "configs", "diff2lip.py") + ":official"
+
+flags.DEFINE_integer("devices", 8, "fake CPU devices (a CPU host only; an accelerator host uses its own)")
+flags.DEFINE_list("meshes", ["8x1", "1x8"], "meshes DATAxFSDP whose product is the device count")
+flags.DEFINE_list("per_device_batches", ["1", "2"], "5-frame sequences per device (two or more for the fit)")
+flags.DEFINE_list("budgets_gib", ["40", "80"], "device memory sizes the plan fits a batch into")
+FLAGS = flags.FLAGS
+
+
+def step_memory(cfg, data: int, fsdp: int, per_device: int) -> dict:
+    """XLA's per-device memory plan of the train step (GiB), compiled on abstract inputs."""
+    import jax
+    from common import memory_bytes, random_train_batch
+
+    from diff2lip_jax import parallel
+    from diff2lip_jax.train.build import build_modules, init_state
+    from diff2lip_jax.train.step import make_train_step
+
+    mesh = parallel.make_mesh(data, fsdp)
+    modules, frozen = build_modules(cfg)
+    state = jax.eval_shape(lambda: init_state(cfg, modules))
+    shardings = parallel.fsdp_shardings(state, mesh)
+    rep, batch_sh = parallel.replicated(mesh), parallel.batch_sharding(mesh)
+    batch = random_train_batch(per_device * mesh.devices.size, modules.model.cfg.image_size)
+    abstract = lambda tree, sh: jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, sh)
+    step = jax.jit(
+        make_train_step(modules, cfg),
+        donate_argnums=0,
+        in_shardings=(shardings, rep, batch_sh),
+        out_shardings=(shardings, rep),
+    )
+    compiled = step.lower(
+        abstract(state, shardings),
+        abstract(frozen, jax.tree.map(lambda _: rep, frozen)),
+        abstract(batch, jax.tree.map(lambda _: batch_sh, batch)),
+    ).compile()
+    mem = compiled.memory_analysis()
+    return dict(
+        total=memory_bytes(compiled) / 2**30,
+        arguments=mem.argument_size_in_bytes / 2**30,
+        temporaries=mem.temp_size_in_bytes / 2**30,
+    )
+
+
+def main(argv):
+    del argv
+    import jax
+
+    cfg = FLAGS.config
+    cfg.lpips.mode = "random"  # the same buffers as the pretrained VGG16; nothing to download
+    cfg.syncnet.checkpoint = ""
+    meshes = [tuple(int(v) for v in m.lower().split("x")) for m in FLAGS.meshes]
+    batches = sorted(int(b) for b in FLAGS.per_device_batches)
+    if len(batches) < 2:
+        raise app.UsageError("--per_device_batches needs two or more sizes (the fit is affine)")
+    losses = "+".join(k for k in ("simple", "vb", "l2", "sync", "lpips", "gan") if cfg.loss[k] > 0)
+    print(f"config {cfg.variant}, image {cfg.model.image_size}, losses {losses}, XLA:{jax.default_backend()}")
+    print(f"{'mesh':<10}{'batch/device':>13}{'global':>8}{'GiB/device':>12}{'arguments':>11}{'temporaries':>13}")
+    plans = []
+    for data, fsdp in meshes:
+        points = []
+        for b in batches:
+            m = step_memory(cfg, data, fsdp, b)
+            points.append((b, m["total"]))
+            print(
+                f"{f'{data}x{fsdp}':<10}{b:>13}{b * data * fsdp:>8}{m['total']:>12.2f}{m['arguments']:>11.2f}"
+                f"{m['temporaries']:>13.2f}",
+                flush=True,
+            )
+        (b0, m0), (b1, m1) = points[0], points[-1]
+        per_seq = (m1 - m0) / (b1 - b0)
+        fixed = m0 - per_seq * b0
+        plans.append((data, fsdp, fixed, per_seq))
+    print("\nfit: memory = fixed + per_sequence x batch/device; largest batch/device that fits")
+    budgets = [float(g) for g in FLAGS.budgets_gib]
+    print(f"{'mesh':<10}{'fixed GiB':>10}{'GiB/seq':>9}" + "".join(f"{f'{g:g} GiB':>10}" for g in budgets))
+    for data, fsdp, fixed, per_seq in plans:
+        fits = [max(0, int((g - fixed) // per_seq)) if per_seq > 0 else 0 for g in budgets]
+        print(f"{f'{data}x{fsdp}':<10}{fixed:>10.2f}{per_seq:>9.2f}" + "".join(f"{n:>10}" for n in fits))
+
+
+if __name__ == "__main__":
+    # Fake devices must exist before jax starts: set them here, on a CPU host only.
+    if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+        count = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--devices=")), "8")
+        os.environ["XLA_FLAGS"] = (
+            os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={count}"
+        ).strip()
+    from diff2lip_jax import cli
+
+    cli.define_config_flag("training config", OFFICIAL)
+    cli.run_app("memory_plan.py", main, doc=__doc__)
