@@ -161,6 +161,7 @@ def generate(
         raise ValueError(f"--mode={mode!r}: choose cross or reconstruction")
     paste_lib.check_mode(paste)
     timing.check_length(length)
+    timing.parse_fps(fps)  # a typo fails before any file is opened
     if int(ddim_steps) < 1 or int(batch_size) < 1:
         raise ValueError(f"--ddim_steps ({ddim_steps}) and --batch_size ({batch_size}) must be >= 1")
     model_lib.check_precision(precision)
