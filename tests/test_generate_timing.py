@@ -116,6 +116,22 @@ def test_length_official_in_cross_and_reconstruction(generate_clip, generate_mod
         assert stats["num_frames"] == len(read_frames(out)) == 30 and not stats["pingpong"], mode
 
 
+def test_output_fps_rules():
+    from diff2lip_jax.video import VideoInfo
+
+    def info(fps):
+        return VideoInfo("v.mp4", fps, 64, 64, 10, 1.0, True, False)
+
+    assert timing.output_fps(None, info(30.0), still=False) == 30.0  # default: the video's own rate
+    assert timing.output_fps(None, info(30.0), still=True) == 25.0  # a repeated frame: 25 unless set
+    assert timing.output_fps("native", info(30.0), still=True) == 30.0
+    assert timing.output_fps("25", info(29.97), still=False) == 25.0
+    assert timing.output_fps(None, info(29.97), still=False) == 30000 / 1001  # ffmpeg prints NTSC rates rounded
+    assert timing.output_fps(None, info(59.94), still=False) == 60000 / 1001
+    with pytest.raises(ValueError, match="reports no frame rate; pass a rate"):
+        timing.output_fps("native", info(0.0), still=False)
+
+
 def stereo_44k(path, wav16k):
     """A 44.1 kHz stereo wav: left = the speech, right = the speech at half level plus a 440 Hz tone."""
     left = librosa.resample(wav16k, orig_sr=SAMPLE_RATE, target_sr=44100)
