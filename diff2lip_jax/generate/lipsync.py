@@ -135,6 +135,7 @@ class Bars:
         self.enabled = enabled
 
     def open(self, desc: str, total: int | None) -> Any:
+        """A bar counting frames toward `total` (None: unknown), with update(n) and close()."""
         if not self.enabled:
             return NoBar()
         from tqdm import tqdm
@@ -143,6 +144,8 @@ class Bars:
 
 
 class NoBar:
+    """The disabled bar: update and close do nothing."""
+
     def update(self, n: int = 1) -> None:
         pass
 
