@@ -65,6 +65,9 @@ __all__ = [
     "melspectrogram",
     "frame_mel_windows",
     "frame_window_starts",
+    "window_starts",
+    "full_window_count",
+    "frame_windows_at",
     "sync_mel_window",
     "sync_mel_windows",
 ]
@@ -195,7 +198,7 @@ def _start_index(frames: np.ndarray, fps: float) -> np.ndarray:
     Evaluated in float64 in the same order as the official
     ``int(80. * (frame / float(fps)))`` so that the truncation is bit-identical.
     """
-    return (float(MEL_STEPS_PER_SECOND) * (frames.astype(np.float64) / float(fps))).astype(np.int64)
+    return (float(MEL_STEPS_PER_SECOND) * (np.asarray(frames, np.float64) / float(fps))).astype(np.int64)
 
 
 def _gather(mel: np.ndarray, starts: np.ndarray) -> np.ndarray:
@@ -208,14 +211,55 @@ def _gather(mel: np.ndarray, starts: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(mel[:, idx], 0, 1), dtype=np.float32)
 
 
-def frame_window_starts(num_frames: int, fps: float = FPS) -> np.ndarray:
-    """Mel start index of each frame's window, int64 ``[num_frames]``.
+def window_starts(frames: np.ndarray, fps: float = FPS) -> np.ndarray:
+    """Mel start index of the window of each 0-based video frame in ``frames``, int64.
 
-    Frame ``f`` (0-based) starts at ``int(80 * max(f - 1, 0) / fps)``; see
-    :func:`frame_mel_windows`.
+    The window of frame ``f`` (a time ``f / fps``) starts 40 ms (one 25 fps frame)
+    before it: ``int(80 * max(f - fps / 25, 0) / fps)``, 16 steps = 0.2 s long. At
+    25 fps this is the official ``int(80 * max(f - 1, 0) / 25)``, computed in the same
+    float order (bit-identical; :func:`frame_mel_windows`); at other rates each frame
+    gets the audio at its own time (Wav2Lip's ``int(80 / fps * index)`` rule) with the
+    same 40 ms lead the models were trained with at 25 fps.
+
+    Args:
+      frames: int ``[n]`` frame indices (>= 0) at ``fps``.
+      fps: their frame rate.
+
+    Returns:
+      int64 ``[n]``.
     """
-    frames = np.maximum(np.arange(num_frames) - 1, 0)
-    return _start_index(frames, fps)
+    shifted = np.asarray(frames, np.float64) - float(fps) / float(FPS)
+    return np.maximum(_start_index(shifted, fps), 0)
+
+
+def frame_window_starts(num_frames: int, fps: float = FPS) -> np.ndarray:
+    """Mel start index of the window of each of frames ``0 .. num_frames-1``, int64 ``[num_frames]``.
+
+    At 25 fps frame ``f`` starts at ``int(80 * max(f - 1, 0) / 25)``: 0, 0, 3, 6, 9, 12,
+    16, ...; any fps: :func:`window_starts`.
+    """
+    return window_starts(np.arange(num_frames), fps)
+
+
+def full_window_count(mel_steps: int, fps: float = FPS) -> int:
+    """How many frames from 0 on get a complete 16-step window of a ``mel_steps``-long mel.
+
+    The official ``generate.py`` stops at the first frame whose window runs past the
+    spectrogram's end (``load_all_indiv_mels``) and truncates the video to that count:
+    for 1 s of 16 kHz audio (81 mel steps) at 25 fps, 22 frames.
+    """
+    if mel_steps < MEL_STEPS_PER_WINDOW:
+        return 0
+    # Starts never decrease; past this bound (the last start's frame, plus the 40 ms
+    # lead, plus slack) every window starts beyond the end.
+    bound = int(np.ceil(mel_steps * float(fps) / MEL_STEPS_PER_SECOND + float(fps) / FPS)) + 2
+    return int(np.count_nonzero(window_starts(np.arange(bound), fps) + MEL_STEPS_PER_WINDOW <= mel_steps))
+
+
+def frame_windows_at(mel: np.ndarray, frames: np.ndarray, fps: float = FPS) -> np.ndarray:
+    """The 16-step windows of 0-based frames ``frames [n]`` at ``fps`` (:func:`window_starts`),
+    edge padded past the end: float32 ``[n, 80, 16]`` of ``mel [80, T]``."""
+    return _gather(mel, window_starts(np.asarray(frames, np.int64).reshape(-1), fps))
 
 
 def frame_mel_windows(mel: np.ndarray, num_frames: int, fps: float = FPS) -> np.ndarray:
@@ -228,7 +272,8 @@ def frame_mel_windows(mel: np.ndarray, num_frames: int, fps: float = FPS) -> np.
     and covers 16 steps (5 frames at 25 fps): the audio of frames ``f - 1 .. f + 3``
     (``syncnet_T // 2`` with the official 1-based count puts frame ``f`` second, not
     in the middle). At 25 fps the starts are
-    0, 0, 3, 6, 9, 12, 16, ... for frames 0, 1, 2, 3, 4, 5, 6, ...
+    0, 0, 3, 6, 9, 12, 16, ... for frames 0, 1, 2, 3, 4, 5, 6, ...; at other rates
+    each frame's window starts 40 ms before its own time (:func:`window_starts`).
 
     Difference from the official code: it stops at the first window that runs past
     the end of the spectrogram and truncates the video to that many frames; here every
@@ -238,7 +283,7 @@ def frame_mel_windows(mel: np.ndarray, num_frames: int, fps: float = FPS) -> np.
     Args:
       mel: ``[80, T]`` from :func:`melspectrogram`.
       num_frames: number of video frames to produce windows for.
-      fps: video frame rate (the models use 25).
+      fps: video frame rate (the models train at 25).
 
     Returns:
       float32 ``[num_frames, 80, 16]``.

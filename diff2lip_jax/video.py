@@ -35,6 +35,7 @@ __all__ = [
     "ffmpeg_command",
     "ffmpeg_exe",
     "probe",
+    "aac_args",
     "require_video",
     "require_audio",
     "iter_frames",
@@ -67,6 +68,8 @@ class VideoInfo:
     has_video: bool
     has_audio: bool
     audio_sample_rate: int = 0
+    audio_channels: int = 0
+    audio_codec: str = ""
 
 
 @functools.lru_cache(maxsize=1)
@@ -114,6 +117,23 @@ def _parse_rate(line: str) -> float:
     return found.get("fps", found.get("tbr", 0.0))
 
 
+_LAYOUT_CHANNELS = {"mono": 1, "stereo": 2, "downmix": 2, "quad": 4, "hexagonal": 6, "octagonal": 8}
+
+
+def _parse_channels(line: str) -> int:
+    """Channel count from an audio stream line: "mono", "stereo", "5.1(side)", "3 channels", ..."""
+    fields = [f.strip() for f in line.split(",")]
+    for field in fields[1:]:
+        name = field.split("(")[0]
+        if name in _LAYOUT_CHANNELS:
+            return _LAYOUT_CHANNELS[name]
+        if m := re.fullmatch(r"(\d+)\.(\d+)", name):
+            return int(m.group(1)) + int(m.group(2))
+        if m := re.fullmatch(r"(\d+) channels", name):
+            return int(m.group(1))
+    return 0
+
+
 def probe(path: PathLike) -> VideoInfo:
     """Inspect a media file by parsing ``ffmpeg -i`` (imageio-ffmpeg has no ffprobe).
 
@@ -147,9 +167,12 @@ def probe(path: PathLike) -> VideoInfo:
         rm = _ROTATION_RE.search(video[2])
         if rm and round(abs(float(rm.group(1)))) % 180 == 90:  # ffmpeg rotates while decoding
             width, height = height, width
+    channels, codec = 0, ""
     if audio is not None:
         am = re.search(r"(\d+) Hz", audio[1])
         sample_rate = int(am.group(1)) if am else 0
+        channels = _parse_channels(audio[1])
+        codec = audio[1].split(",")[0].split()[0] if audio[1].strip() else ""
     return VideoInfo(
         path=str(p),
         fps=fps,
@@ -160,6 +183,8 @@ def probe(path: PathLike) -> VideoInfo:
         has_video=video is not None,
         has_audio=audio is not None,
         audio_sample_rate=sample_rate,
+        audio_channels=channels,
+        audio_codec=codec,
     )
 
 
@@ -305,6 +330,21 @@ def read_frames(path: PathLike, fps: float | None = float(FPS)) -> np.ndarray:
 
 
 _MUXERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
+# The sampling rates AAC has (ISO/IEC 14496-3 sampling_frequency_index); others go to 48 kHz.
+AAC_SAMPLE_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
+
+
+def aac_args(sample_rate: int, channels: int) -> list[str]:
+    """ffmpeg output arguments of our AAC audio for a source of ``sample_rate`` Hz and ``channels``.
+
+    The source's rate and channel layout are kept (a rate AAC lacks becomes 48 kHz);
+    the bitrate is 128 kb/s for mono and 96 kb/s per channel above (192 kb/s stereo),
+    at most 512 kb/s: transparent for speech and music. 0 means unknown (ffmpeg keeps
+    the source's value; 2 channels are assumed for the bitrate).
+    """
+    rate = [] if sample_rate in AAC_SAMPLE_RATES or sample_rate <= 0 else ["-ar", "48000"]
+    kbps = 128 if channels == 1 else min(96 * (channels or 2), 512)
+    return ["-c:a", "aac", *rate, "-b:a", f"{kbps}k"]
 
 
 class VideoWriter:
@@ -320,8 +360,9 @@ class VideoWriter:
     odd widths/heights get one black row/column on the bottom/right, as yuv420p needs
     even sizes. The container follows the suffix: .mp4, .m4v, .mov or .mkv.
 
-    Audio (optional: ``audio_path``, any file with sound, or ``audio=(wav, sr)``) is
-    AAC at the source's sample rate. The duration follows the video, like ffmpeg's
+    Audio (optional: ``audio_path``, any file with sound, its first audio stream, or
+    ``audio=(wav, sr)``) is AAC with the source's sample rate and channels
+    (:func:`aac_args`). The duration follows the video, like ffmpeg's
     ``-shortest`` when the video is the shorter stream: audio is cut at
     ``num_frames / fps`` seconds and, if it ends earlier, padded with silence up to
     there. Frames stream into a video-only intermediate file and the audio is muxed
@@ -354,8 +395,13 @@ class VideoWriter:
             raise ValueError(f"{self.path}: unsupported output type; use one of {', '.join(_MUXERS)}")
         if not self.path.parent.is_dir():
             raise MediaError(f"{self.path}: output directory does not exist; create {self.path.parent} first")
+        # (sample rate, channels) of the audio to mux; 0 = unknown (ffmpeg keeps the source's).
+        self._audio_format = (0, 0)
         if audio_path is not None:
-            require_audio(audio_path)
+            info = require_audio(audio_path)
+            self._audio_format = (info.audio_sample_rate, info.audio_channels)
+        elif audio is not None:
+            self._audio_format = (int(audio[1]), 1)
         self.fps, self.crf, self.preset = float(fps), int(crf), preset
         self.num_frames = 0
         self._audio_path, self._audio = audio_path, audio
@@ -476,10 +522,7 @@ class VideoWriter:
                     # apad: silence after short audio; -t: both streams end with the video.
                     "-af",
                     "apad",
-                    "-c:a",
-                    "aac",
-                    "-b:a",
-                    "128k",
+                    *aac_args(*self._audio_format),
                     "-t",
                     f"{self.num_frames / self.fps:.6f}",
                     *self._output_args(final),

@@ -107,3 +107,19 @@ def prepared_dataset(tmp_path_factory) -> pathlib.Path:
     out = tmp_path_factory.mktemp("prepared_shared")
     prepare_box_dataset(raw, out, split="train")
     return out
+
+
+@pytest.fixture(scope="session")
+def generate_model_dir(tmp_path_factory) -> pathlib.Path:
+    """A tiny random Diff2Lip model directory for the generate tests (helpers_generate)."""
+    from helpers_generate import save_tiny_model
+
+    return save_tiny_model(tmp_path_factory.mktemp("gen_model") / "model")
+
+
+@pytest.fixture(scope="session")
+def generate_clip(tmp_path_factory) -> dict:
+    """A 1.2 s synthetic clip at 30 fps for the generate tests (helpers_generate.synthetic_clip)."""
+    from helpers_generate import synthetic_clip
+
+    return synthetic_clip(tmp_path_factory.mktemp("gen_clip"), fps=30.0, seconds=1.2)

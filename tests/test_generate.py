@@ -1,11 +1,11 @@
 """diff2lip-generate end to end: a tiny random model, synthetic 30 fps clips, short DDIM.
 
-One tiny checkpoint and one synthetic clip per module; every run uses the same
-batch size and DDIM steps, so the sampler compiles once for the whole module
-(plus once for the Fig. 3 variant that records intermediates).
+One tiny checkpoint and one synthetic clip for the session (conftest); every run uses
+the same batch size and DDIM steps, so the sampler compiles once (plus once for the
+Fig. 3 variant that records intermediates). Frame rate, length and audio stream:
+test_generate_timing.py.
 """
 
-import json
 import os
 import pathlib
 
@@ -13,85 +13,25 @@ import cv2
 import numpy as np
 import pytest
 from helpers import max_abs_diff_tree, one_line_error, random_unet_params, run_module
+from helpers_generate import BATCH, DDIM, ENCODING_TOL, SIZE, leftovers, regions, run, tiny_config
 
 from diff2lip_jax.audio import SAMPLE_RATE, load_audio, save_wav
 from diff2lip_jax.generate import frames as frames_lib
-from diff2lip_jax.generate import generate, pingpong_source
 from diff2lip_jax.generate import model as model_lib
+from diff2lip_jax.generate import pingpong_source
 from diff2lip_jax.video import MediaError, VideoWriter, probe, read_frames
 
-DDIM = 2
-BATCH = 8  # one frame per fake device (conftest: 8 CPU devices)
-SIZE = 64  # the tiny model's crops: a 64x64 face box makes crop/paste resizes the identity
-ENCODING_TOL = 6.0  # grey levels: H.264 (crf 18) of the output plus that of the input
 
-
-def tiny_config():
-    from helpers_config import load_config
-
-    cfg = load_config("diff2lip", "tiny")
-    cfg.model.image_size = SIZE  # the tiny recipe trains at 32 px; 64 keeps the crop/paste resizes exact
-    return cfg
+@pytest.fixture(scope="module")
+def model_dir(generate_model_dir):
+    return generate_model_dir
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    from diff2lip_jax import checkpoint
-
-    path = tmp_path_factory.mktemp("gen_model") / "model"
-    cfg = tiny_config()
-    # As a training run writes it: the model's diffusion flags travel in the meta.
-    checkpoint.save_model(
-        str(path), random_unet_params(cfg.model), cfg.model, meta={"diffusion": cfg.diffusion.to_dict()}
-    )
-    return path
-
-
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory):
-    """A 1.2 s synthetic clip at 30 fps, its 25 fps frames, and a 64x64 box (y1, y2, x1, x2) whose
-    lower half holds the mouth in every frame."""
-    from data_pipelines.synthetic import generate_dataset
-
-    root = tmp_path_factory.mktemp("gen_clip")
-    manifest = generate_dataset(root, num_clips=1, seed=0, fps=30.0, size=(160, 128), seconds=1.2)
-    entry = manifest["clips"][0]
-    meta = json.loads((root / entry["meta"]).read_text())
-    mouths = np.asarray(meta["mouth_boxes"])  # [F, 4] x1, y1, x2, y2
-    cx, cy = mouths[:, [0, 2]].mean(), mouths[:, [1, 3]].mean()
-    y2 = int(cy + 18)
-    x1 = int(cx - SIZE // 2)
-    box = (y2 - SIZE, y2, x1, x1 + SIZE)
-    assert mouths[:, 1].min() >= box[0] + SIZE // 2 and mouths[:, 3].max() <= box[1]  # mouth in the lower half
-    return dict(
-        video=root / entry["video"],
-        audio=root / entry["audio"],
-        box=box,
-        frames=read_frames(root / entry["video"]).astype(np.float32),
-    )
-
-
-def run(clip, out, checkpoint, video=None, audio=None, **kw):
-    """`generate` with the module's defaults: the clip, its box, short DDIM, batches of 8."""
-    args = dict(
-        checkpoint=checkpoint, ddim_steps=DDIM, face_detector="box", box=clip["box"], batch_size=BATCH, progress=False
-    )
-    args.update(kw)
-    return generate(video or clip["video"], audio or clip["audio"], out, **args)
-
-
-def regions(a, b, box):
-    """Mean abs difference of frames a, b [N, H, W, 3]: outside the box, its upper half, its lower half."""
-    y1, y2, x1, x2 = box
-    d = np.abs(np.asarray(a, np.float32) - np.asarray(b, np.float32))
-    outside = np.ones(d.shape[1:3], bool)
-    outside[y1:y2, x1:x2] = False
-    mid = (y1 + y2) // 2
-    return d[:, outside].mean(), d[:, y1:mid, x1:x2].mean(), d[:, mid:y2, x1:x2].mean()
-
-
-def leftovers(directory, keep=()):
-    return sorted(p.name for p in pathlib.Path(directory).iterdir() if p.name not in keep)
+def clip(generate_clip):
+    """A 1.2 s synthetic clip at 30 fps, its frames at 30 fps, and a 64x64 box (y1, y2, x1, x2)
+    whose lower half holds the mouth in every frame."""
+    return generate_clip
 
 
 @pytest.fixture(scope="module")
@@ -105,10 +45,10 @@ def test_cross_mode_duration_audio_and_regions(clip, cross_run):
     out, stats = cross_run
     info = probe(out)
     audio_seconds = len(load_audio(clip["audio"])) / SAMPLE_RATE
-    assert info.fps == 25 and info.has_audio and info.has_video
-    produced = read_frames(out)
-    assert len(produced) == stats["num_frames"] == round(audio_seconds * 25)
-    assert abs(len(produced) / 25 - audio_seconds) <= 1 / 25 and abs(info.duration - audio_seconds) <= 1 / 25
+    assert info.fps == 30 == stats["fps"] and info.has_audio and info.has_video  # the video's own rate
+    produced = read_frames(out, fps=None)
+    assert len(produced) == stats["num_frames"] == round(audio_seconds * 30)
+    assert abs(len(produced) / 30 - audio_seconds) <= 1 / 30 and abs(info.duration - audio_seconds) <= 1 / 30
     assert stats["faces"] == len(produced) and stats["passthrough"] == 0
     outside, upper, lower = regions(produced, clip["frames"][: len(produced)], clip["box"])
     assert outside < ENCODING_TOL and upper < ENCODING_TOL, (outside, upper)
@@ -118,7 +58,7 @@ def test_cross_mode_duration_audio_and_regions(clip, cross_run):
 
 def test_sampler_compiles_once_with_padded_last_batch(cross_run, model_dir):
     _, stats = cross_run
-    assert stats["batches"] >= 2 and stats["padded_slots"] > 0  # 30 frames in batches of 8
+    assert stats["batches"] >= 2 and stats["padded_slots"] > 0  # 36 frames in batches of 8
     assert stats["sampler_traces"] <= 1  # 0 when an earlier test compiled it already
     loaded = model_lib.load_checkpoint(model_dir)
     sampler = model_lib.get_sampler(loaded.cfg, loaded.diffusion, DDIM)
@@ -154,10 +94,10 @@ def test_pingpong_when_audio_outlasts_video(clip, model_dir, tmp_path):
     out = tmp_path / "outdir" / "long.mp4"
     out.parent.mkdir()
     stats = run(clip, out, model_dir, audio=long_audio, paste="lower")
-    produced = read_frames(out).astype(np.float32)
+    produced = read_frames(out, fps=None).astype(np.float32)
     n = len(clip["frames"])
     assert stats["pingpong"] and stats["video_frames"] == n
-    assert len(produced) == stats["num_frames"] == round(len(load_audio(long_audio)) / SAMPLE_RATE * 25) > 2 * n
+    assert len(produced) == stats["num_frames"] == round(len(load_audio(long_audio)) / SAMPLE_RATE * 30) > 2 * n
     sources = pingpong_source(np.arange(len(produced)), n)
     assert list(sources[n - 2 : n + 2]) == [n - 2, n - 1, n - 2, n - 3]
     outside, upper, _ = regions(produced, clip["frames"][sources], clip["box"])
@@ -184,14 +124,14 @@ def ffmpeg_children():
 
 
 def test_failure_mid_video_leaves_no_files_or_processes(clip, model_dir, tmp_path, monkeypatch):
-    from diff2lip_jax.generate import pipeline
+    from diff2lip_jax.generate import lipsync
 
     wav = load_audio(clip["audio"])
     long_audio = tmp_path / "long.wav"
     save_wav(long_audio, np.tile(wav, 2))
     outdir = tmp_path / "outs"
     outdir.mkdir()
-    original = pipeline._LipSync.add
+    original = lipsync.LipSync.add
 
     def failing_add(self, frame, *args):
         if self.stats["faces"] + self.stats["passthrough"] == 20:  # frame cache and encoder both running
@@ -199,7 +139,7 @@ def test_failure_mid_video_leaves_no_files_or_processes(clip, model_dir, tmp_pat
             raise RuntimeError("simulated crash")
         return original(self, frame, *args)
 
-    monkeypatch.setattr(pipeline._LipSync, "add", failing_add)
+    monkeypatch.setattr(lipsync.LipSync, "add", failing_add)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run(clip, outdir / "out.mp4", model_dir, audio=long_audio)
     assert leftovers(outdir) == [] and ffmpeg_children() == []
@@ -255,8 +195,9 @@ def test_faceless_frames_pass_through(clip, model_dir, tmp_path):
 def test_reconstruction_mode_and_fig3_strip(clip, model_dir, tmp_path):
     out, strip = tmp_path / "recon.mp4", tmp_path / "fig3.png"
     stats = run(clip, out, model_dir, mode="reconstruction", fig3_strip=strip, fig3_steps=2)
-    produced = read_frames(out).astype(np.float32)
+    produced = read_frames(out, fps=None).astype(np.float32)
     assert len(produced) == stats["num_frames"] and stats["video_frames"] == 1
+    assert stats["fps"] == probe(out).fps == 25  # one frame repeated: 25 fps unless --fps is given
     first = np.repeat(clip["frames"][:1], len(produced), axis=0)
     outside, upper, _ = regions(produced, first, clip["box"])  # every frame is the first frame
     assert outside < ENCODING_TOL and upper < ENCODING_TOL
@@ -271,7 +212,8 @@ def test_static_image(clip, model_dir, tmp_path):
     cv2.imwrite(str(still), clip["frames"][5].astype(np.uint8)[..., ::-1])
     out = tmp_path / "still.mp4"
     stats = run(clip, out, model_dir, video=still, static=True)
-    produced = read_frames(out).astype(np.float32)
+    assert stats["fps"] == probe(out).fps == 25
+    produced = read_frames(out, fps=None).astype(np.float32)
     assert len(produced) == stats["num_frames"] > 1 and stats["faces"] == len(produced)
     outside, upper, lower = regions(produced, np.repeat(clip["frames"][5:6], len(produced), 0), clip["box"])
     assert outside < ENCODING_TOL and upper < ENCODING_TOL and lower > 4 * ENCODING_TOL
@@ -289,7 +231,8 @@ def test_exported_pt_drives_generate(clip, model_dir, cross_run, tmp_path):
     stats = run(clip, out, pt, config=tiny_config())
     assert stats["sampler_traces"] == 0  # the same flags reuse the compiled sampler
     reference, _ = cross_run
-    np.testing.assert_allclose(read_frames(out).astype(np.float32), read_frames(reference).astype(np.float32), atol=2)
+    got, want = read_frames(out, fps=None).astype(np.float32), read_frames(reference, fps=None).astype(np.float32)
+    np.testing.assert_allclose(got, want, atol=2)
 
 
 # -- bad inputs: one-line errors, nothing left behind -------------------------------------

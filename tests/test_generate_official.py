@@ -146,7 +146,8 @@ def test_generate_equals_official_generate_py(tmp_path, monkeypatch):
         ddim_steps=DDIM,
         seed=SEED,
         face_detector="voxceleb2",
-        paste="full",
+        paste="full",  # the official paste; ours defaults to feather
+        fps=25,
         batch_size=8,
         progress=False,
     )
@@ -155,6 +156,11 @@ def test_generate_equals_official_generate_py(tmp_path, monkeypatch):
     # The official output stops at the last full mel window (three frames short of 1 s here).
     n = len(theirs)
     assert 20 <= n < len(ours) == FPS
+    # --length official reproduces that count (here from the audio: the video is longer).
+    from diff2lip_jax.audio import load_audio
+    from diff2lip_jax.generate.timing import output_length
+
+    assert output_length("official", len(load_audio(audio)), FPS, len(decoded)) == n
     ours, ours_in, ours_out = np.stack(ours)[:n], np.concatenate(ours_in)[:n], np.concatenate(ours_out)[:n]
     theirs_in, theirs_out = np.concatenate(theirs_in), np.concatenate(theirs_out)
     np.testing.assert_array_equal(ours_in, theirs_in)  # the same face crops go in

@@ -192,10 +192,8 @@ def window_mels(mel: np.ndarray, start: int, fps: float = FPS) -> tuple[np.ndarr
         ``start .. start+4`` of :func:`diff2lip_jax.audio.frame_mel_windows`;
       sync_mel float32 ``[80, 16]``: :func:`diff2lip_jax.audio.sync_mel_window` at ``start``.
     """
-    frames = np.arange(start, start + FRAMES_PER_WINDOW)
-    # frame_mel_windows starts frame f's window where a sync window starting at frame
-    # max(f - 1, 0) starts, so only these five windows are gathered, not all N.
-    indiv = audio.sync_mel_windows(mel, np.maximum(frames - 1, 0), fps)
+    # Only these five windows are gathered, not all N.
+    indiv = audio.frame_windows_at(mel, np.arange(start, start + FRAMES_PER_WINDOW), fps)
     return indiv, audio.sync_mel_window(mel, start, fps)
 
 

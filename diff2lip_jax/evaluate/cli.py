@@ -25,6 +25,13 @@ driving audio)" -- the untouched video source with the driving audio, the floor.
 A lip-sync method's LSE-C/D read between the two. Missing generated files are
 counted, not fatal. See diff2lip_jax/evaluate/run.py for what each metric is
 computed on.
+
+The paper's protocol (Table 2): generate with the official frame count and rate,
+``diff2lip-generate --length official --fps 25 --paste full`` (the official crops:
+``--face_detector voxceleb2`` or ``s3fd``): min(video frames, frames with a full mel
+window), 1 s of audio -> 22 frames. The defaults (``--length audio``: as long as the
+audio; the video's own fps; the feathered paste) are for users, not for the tables.
+Frames are decoded at 25 fps here, so outputs at another rate are resampled.
 """
 
 from __future__ import annotations

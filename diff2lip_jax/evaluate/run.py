@@ -11,7 +11,9 @@ comments are skipped). Files:
   --generate_from_filelist`` (e.g. ``id00017.01dfn2spqyE.00001_id00017.01dfn2spqyE.00001.mp4``),
   so official outputs can be scored too (:func:`generated_name`).
 
-Per pair, frames are decoded at 25 fps; faces are detected once, on the source
+For the paper's numbers, generate with ``--length official --fps 25 --paste full``
+(the official frame count; see the CLI's help). Per pair, frames are decoded at 25
+fps (other rates are resampled); faces are detected once, on the source
 video (the generated video is the source with a new lower face, so the same
 boxes apply; when the generated video is longer than the source, or has another
 frame size, it is detected on itself). What each metric sees:

@@ -3,9 +3,11 @@
     from diff2lip_jax.generate import generate
     stats = generate("face.mp4", "speech.wav", "out.mp4", checkpoint="workdir", ddim_steps=25)
 
-Modules: `pipeline` (`generate`), `frames` (streaming face pass, ping-pong order,
-frame cache), `model` (checkpoint loading, the compiled sharded sampler), `strip`
-(the Fig. 3 PNG), `cli` (the console script, `run`).
+Modules: `pipeline` (`generate`), `timing` (output frame rate, frame count, mel
+windows), `frames` (streaming face pass, ping-pong order, frame cache), `lipsync`
+(pass 2: batching, sampling, paste-back, in order), `paste` (feather / full / lower),
+`model` (checkpoint loading, the compiled sharded sampler), `strip` (the Fig. 3 PNG),
+`side_by_side`, `cli` (the console script, `run`).
 """
 
 from diff2lip_jax.generate.cli import run

@@ -7,11 +7,17 @@ Usage:
       [--config=configs/diff2lip.py:tiny] [--config.model.X=V]   (model flags of a .pt; default official)
       [--face_detector cascade|s3fd|voxceleb2|box] [--s3fd_weights s3fd.pth]
       [--pads top,bottom,left,right] [--box y1,y2,x1,x2] [--nosmooth]
-      [--batch_size 32] [--static] [--fig3_strip STEPS.png] [--paste full|lower|feather] [--side_by_side CMP.mp4] [--overwrite]
+      [--batch_size 32] [--static] [--fig3_strip STEPS.png] [--paste feather|full|lower] [--side_by_side CMP.mp4]
+      [--fps native|25] [--length audio|official] [--overwrite]
 
 MODEL is a model directory (a diff2lip-train workdir or a diff2lip-convert import)
 or an official .pt / .safetensors state_dict. The output is an H.264 + AAC mp4 at
-25 fps lasting as long as the audio (a shorter video plays back and forth).
+the video's frame rate (--fps native; 25 for --static and reconstruction unless
+--fps is given), lasting as long as the audio (a shorter video plays back and
+forth), with the driving audio at its own sample rate and channels.
+
+The official generate.py's output: --fps 25 --length official --paste full (and its
+face crops: --face_detector voxceleb2, its default, or s3fd).
 """
 
 from __future__ import annotations
@@ -72,10 +78,23 @@ def define_flags() -> None:
     flags.DEFINE_integer("fig3_steps", 5, "columns of --fig3_strip")
     flags.DEFINE_enum(
         "paste",
-        "full",
-        ["full", "lower", "feather"],
-        "full: the whole generated crop replaces the face box (official); lower: only its lower half; "
-        "feather: the lower half blended in with a feathered edge (no seam)",
+        "feather",
+        ["feather", "full", "lower"],
+        "feather: the generated lower half blended in with a feathered edge (no seam); "
+        "full: the whole generated crop replaces the face box (the official generate.py); lower: only its lower half",
+    )
+    flags.DEFINE_string(
+        "fps",
+        "native",
+        "output frame rate: native (the video's own; without --fps, --static and reconstruction give 25) "
+        "or a rate such as 25 (the video is resampled, as the official tool does)",
+    )
+    flags.DEFINE_enum(
+        "length",
+        "audio",
+        ["audio", "official"],
+        "audio: as long as the audio (round(seconds * fps) frames); official: the official generate.py's count, "
+        "min(video frames, frames with a full mel window), for the paper's tables (with --fps 25)",
     )
     flags.DEFINE_string(
         "side_by_side", None, "also write video source | lip-synced | driving clip side by side (.mp4), driving audio"
@@ -106,6 +125,8 @@ def define_flags() -> None:
         "fig3_steps",
         "paste",
         "side_by_side",
+        "fps",
+        "length",
         "overwrite",
         "progress",
     ):
@@ -158,10 +179,14 @@ def _main(argv: list[str]) -> None:
         paste=FLAGS.paste,
         side_by_side=FLAGS.side_by_side,
         overwrite=FLAGS.overwrite,
+        # Without --fps: native for a video, 25 for a still image or reconstruction.
+        fps=FLAGS.fps if FLAGS["fps"].present else None,
+        length=FLAGS.length,
     )
     print(
         f"wrote {stats['output']}: {stats['num_frames']} frames ({stats['num_frames'] / stats['fps']:.2f} s at "
-        f"{stats['fps']:g} fps), {stats['faces']} lip-synced, {stats['passthrough']} without a face; "
+        f"{stats['fps']:.4g} fps; audio {stats['audio_sample_rate']} Hz, {stats['audio_channels']} ch), "
+        f"{stats['faces']} lip-synced, {stats['passthrough']} without a face; "
         f"{stats['frames_per_second']:.2f} frames/s on {stats['devices']} device(s)"
         + (f"; Fig. 3 strip -> {stats['fig3']['path']}" if "fig3" in stats else "")
         + (f"; side by side -> {stats['side_by_side']}" if "side_by_side" in stats else "")

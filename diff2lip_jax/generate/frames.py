@@ -13,7 +13,11 @@ Memory stays bounded whatever the video length:
   Matroska, up to `SEGMENT_BYTES` of raw frames each: exact pixels, compressed),
   in a hidden folder beside the output. Later legs read the cache one segment at a
   time, reversing it in memory for backward legs. Host memory is one segment; disk
-  is the losslessly compressed video at 25 fps, and only when ping-pong is needed.
+  is the losslessly compressed video at the output rate, and only when ping-pong is needed.
+
+Every pass decodes at the output frame rate `fps` (`generate.timing.output_fps`):
+ffmpeg's fps filter, which at the video's own rate passes a constant-rate video
+through unchanged.
 """
 
 from __future__ import annotations
@@ -55,14 +59,15 @@ def scan_faces(
     max_frames: int | None = None,
     chunk: int = 32,
     progress: Callable[[int], None] | None = None,
+    fps: float = FPS,
 ) -> tuple[FaceTrack, tuple[int, int]]:
-    """Pass 1: face boxes of (the first `max_frames` frames of) a video at 25 fps.
+    """Pass 1: face boxes of (the first `max_frames` frames of) a video decoded at `fps`.
 
     Returns (FaceTrack over the N frames read, (height, width)). Holds one chunk of
     frames at a time. `progress(n)` is called after each chunk with its frame count.
     """
     boxes, found, size, count = [], [], (0, 0), 0
-    for frames in iter_frames(video, fps=FPS, chunk=chunk):
+    for frames in iter_frames(video, fps=fps, chunk=chunk):
         if max_frames is not None:
             frames = frames[: max_frames - count]
         size = frames.shape[1:3]
@@ -86,10 +91,26 @@ def scan_faces(
 
 
 def first_frame(video: str | os.PathLike) -> np.ndarray:
-    """The first frame of a video or image at 25 fps: uint8 [H, W, 3]."""
+    """The first frame of a video or image (decoded at 25 fps, as pass 1 reads it): uint8 [H, W, 3]."""
     for frames in iter_frames(video, fps=FPS, chunk=1):
         return frames[0].copy()
     raise MediaError(f"{video}: no frames")  # unreachable: iter_frames raises first
+
+
+def count_frames(video: str | os.PathLike, fps: float) -> int:
+    """Number of frames of `video` decoded at `fps` (ffmpeg's fps filter), without
+    converting them to RGB: for `--length official` when only the first frame is read.
+
+    Raises:
+      MediaError: the video cannot be decoded.
+    """
+    cmd = [*ffmpeg_command(), "-i", os.fspath(video), "-map", "0:V:0", "-vf", f"fps={float(fps)!r}"]
+    cmd += ["-f", "null", "-progress", "pipe:1", "-nostats", "-"]
+    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, check=False)
+    counts = [line for line in proc.stdout.decode().splitlines() if line.startswith("frame=")]
+    if proc.returncode != 0 or not counts:
+        raise MediaError(f"{video}: cannot count its frames ({ffmpeg_error_summary(proc.stderr)}); re-encode it")
+    return int(counts[-1].split("=", 1)[1])
 
 
 class FrameCache:
@@ -100,8 +121,9 @@ class FrameCache:
     `range(start, stop, step)` (step +1 or -1) holding one decoded segment in memory.
     """
 
-    def __init__(self, directory: str | os.PathLike, height: int, width: int):
+    def __init__(self, directory: str | os.PathLike, height: int, width: int, fps: float = FPS):
         self.dir = pathlib.Path(directory)
+        self.fps = float(fps)  # only the segments' nominal rate: they are read frame by frame
         self.height, self.width = int(height), int(width)
         self.segment = int(max(1, min(250, SEGMENT_BYTES // (self.height * self.width * 3))))
         self.num_frames = 0
@@ -129,7 +151,7 @@ class FrameCache:
                 "-s",
                 f"{self.width}x{self.height}",
                 "-r",
-                str(FPS),
+                repr(self.fps),
                 "-i",
                 "-",
                 "-c:v",
@@ -204,9 +226,15 @@ class FrameCache:
 
 
 def frames_in_output_order(
-    video: str | os.PathLike, num_video: int, num_out: int, cache_dir: str | os.PathLike | None
+    video: str | os.PathLike,
+    num_video: int,
+    num_out: int,
+    cache_dir: str | os.PathLike | None,
+    fps: float = FPS,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Pass 2: (source index, frame uint8 [H, W, 3]) for output frames 0..num_out-1, ping-pong order.
+
+    The video is decoded at `fps` (the rate pass 1 read it at, so indices agree).
 
     The first leg streams from the decoder; when num_out > num_video the frames are
     also cached in `cache_dir` (must be given then) for the later legs.
@@ -218,12 +246,12 @@ def frames_in_output_order(
     cache: FrameCache | None = None
     produced = 0
     try:
-        for chunk in iter_frames(video, fps=FPS, chunk=16):
+        for chunk in iter_frames(video, fps=fps, chunk=16):
             for frame in chunk[: min(num_video, num_out) - produced]:
                 if pingpong and num_video > 1:
                     if cache is None:
                         assert cache_dir is not None, "ping-pong needs a cache directory"
-                        cache = FrameCache(cache_dir, *frame.shape[:2])
+                        cache = FrameCache(cache_dir, *frame.shape[:2], fps=fps)
                     cache.append(frame)
                 yield produced, frame
                 produced += 1

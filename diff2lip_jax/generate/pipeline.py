@@ -1,4 +1,4 @@
-"""`generate`: a face video (or still) + any audio -> a lip-synced 25 fps mp4.
+"""`generate`: a face video (or still) + any audio -> a lip-synced mp4 at the video's frame rate.
 
 Steps (official `generate.py` semantics, streamed):
 
@@ -7,17 +7,18 @@ Steps (official `generate.py` semantics, streamed):
 3. pass 2: frames in output order (ping-pong when the audio is longer), face crops
    resized to the model's image size, batched (the last batch padded, so the
    sampler compiles once), DDIM-sampled on all local devices, composited with the
-   known upper half, pasted back and streamed to the encoder with the new audio.
+   known upper half, pasted back (`lipsync`, `paste`) and streamed to the encoder
+   with the original audio (its own sample rate and channels).
 
-Output length: round(audio seconds * 25) frames, so video and audio durations agree
-within one frame (the official code instead truncates both to the shorter input).
-Frames whose face is missing pass through unchanged.
+Frame rate, length and mel windows: `timing`. By default the output keeps the
+video's frame rate and lasts as long as the audio, round(audio seconds * fps) frames,
+so video and audio durations agree within one frame (`length="official"`: the
+official code's count, which truncates both to the shorter input). Frames whose
+face is missing pass through unchanged.
 """
 
 from __future__ import annotations
 
-import collections
-import dataclasses
 import os
 import pathlib
 import shutil
@@ -28,127 +29,20 @@ from typing import Any
 
 import numpy as np
 
-from diff2lip_jax.audio import frame_window_starts, load_audio, melspectrogram
-from diff2lip_jax.constants import FPS, MEL_STEPS_PER_WINDOW, SAMPLE_RATE
+from diff2lip_jax.audio import frame_windows_at, load_audio, melspectrogram
+from diff2lip_jax.constants import SAMPLE_RATE
 from diff2lip_jax.face import DETECTOR_KINDS, FaceDetector, crop_and_resize, make_detector
 from diff2lip_jax.generate import frames as frames_lib
 from diff2lip_jax.generate import model as model_lib
 from diff2lip_jax.generate import paste as paste_lib
+from diff2lip_jax.generate import timing
+from diff2lip_jax.generate.lipsync import Bars, LipSync
 from diff2lip_jax.generate.side_by_side import write_side_by_side
 from diff2lip_jax.generate.strip import write_strip
-from diff2lip_jax.video import VideoWriter, probe, require_video
+from diff2lip_jax.video import VideoWriter, probe, require_audio, require_video
 
 MODES = ("cross", "reconstruction")
 OUTPUT_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv")
-
-
-@dataclasses.dataclass
-class _Chunk:
-    """Consecutive output frames up to (and including) the faces of one sampler batch."""
-
-    frames: list = dataclasses.field(default_factory=list)  # uint8 [H, W, 3] in output order
-    face_at: list = dataclasses.field(default_factory=list)  # positions in `frames` that have a face
-    boxes: list = dataclasses.field(default_factory=list)  # int64 (x1, y1, x2, y2) per face
-    crops: list = dataclasses.field(default_factory=list)  # uint8 [S, S, 3] per face
-    refs: list = dataclasses.field(default_factory=list)  # uint8 [S, S, 3] per face
-    mels: list = dataclasses.field(default_factory=list)  # float32 [80, 16] per face
-    result: Any = None  # the sampler's (asynchronous) output
-
-
-class _LipSync:
-    """Pass 2 after decoding: batches faces, samples, pastes back, writes frames in order.
-
-    Faces accumulate until a batch is full (`batch` slots; a short batch is zero padded
-    to the same shape, so the sampler never recompiles). One batch stays in flight
-    while the host decodes and crops the next. Faceless frames wait in the chunk of
-    the next face; a chunk is also flushed after 2 * batch frames, which bounds host
-    memory to about 4 * batch full frames.
-    """
-
-    def __init__(
-        self,
-        writer: VideoWriter,
-        sampler: model_lib.Sampler,
-        first_sampler: model_lib.Sampler,
-        params: Any,
-        noise: np.ndarray,
-        batch: int,
-        paste: str,
-        bar: Any,
-        stats: dict,
-    ):
-        self.writer, self.sampler, self.first_sampler = writer, sampler, first_sampler
-        self.params, self.noise, self.batch, self.paste, self.bar, self.stats = (
-            params,
-            noise,
-            batch,
-            paste,
-            bar,
-            stats,
-        )
-        self.chunk = _Chunk()
-        self.inflight: collections.deque = collections.deque()
-        self.strip: dict[str, Any] = {}  # Fig. 3 arrays of the first batch, if recorded
-
-    def add(
-        self,
-        frame: np.ndarray,
-        box: np.ndarray | None = None,
-        crop: np.ndarray | None = None,
-        ref: np.ndarray | None = None,
-        mel: np.ndarray | None = None,
-    ) -> None:
-        """Queue one output frame [H, W, 3] uint8; with a face box also its crop, reference and mel window."""
-        chunk = self.chunk
-        if box is not None:
-            chunk.face_at.append(len(chunk.frames))
-            chunk.boxes.append(box)
-            chunk.crops.append(crop)
-            chunk.refs.append(ref)
-            chunk.mels.append(mel)
-            self.stats["faces"] += 1
-        else:
-            self.stats["passthrough"] += 1
-        chunk.frames.append(frame)
-        if len(chunk.crops) == self.batch or len(chunk.frames) >= 2 * self.batch:
-            self._dispatch()
-
-    def close(self) -> None:
-        """Sample the last (padded) batch and write every remaining frame."""
-        if self.chunk.frames:
-            self._dispatch()
-        while self.inflight:
-            self._finish(self.inflight.popleft())
-
-    def _dispatch(self) -> None:
-        chunk, self.chunk = self.chunk, _Chunk()
-        if chunk.crops:
-            missing = self.batch - len(chunk.crops)
-            pad = [(0, missing)] + [(0, 0)] * 3
-            crops, refs = np.pad(np.stack(chunk.crops), pad), np.pad(np.stack(chunk.refs), pad)
-            mels = np.pad(np.stack(chunk.mels), pad[:3])
-            sampler = self.first_sampler if self.stats["batches"] == 0 else self.sampler
-            chunk.result = sampler(self.params, self.noise, crops, refs, mels)  # asynchronous
-            self.stats["batches"] += 1
-            self.stats["padded_slots"] += missing
-        self.inflight.append(chunk)
-        while len(self.inflight) > 1:
-            self._finish(self.inflight.popleft())
-
-    def _finish(self, chunk: _Chunk) -> None:
-        frames = list(chunk.frames)
-        if chunk.crops:
-            result = chunk.result
-            if isinstance(result, tuple):  # the first batch of a Fig. 3 run
-                result, xs, x0s = (np.asarray(r) for r in result)
-                self.strip.update(x_t=xs[:, 0], x0_pred=x0s[:, 0])
-            generated = np.asarray(result)[: len(chunk.crops)]
-            originals = np.stack([frames[i] for i in chunk.face_at])
-            pasted = paste_lib.paste(self.paste, originals, generated, np.stack(chunk.boxes))
-            for j, i in enumerate(chunk.face_at):
-                frames[i] = pasted[j]
-        self.writer.write(np.stack(frames))
-        self.bar.update(len(frames))
 
 
 def _make_detector(
@@ -202,16 +96,20 @@ def generate(
     progress: bool = True,
     fig3_strip: str | os.PathLike | None = None,
     fig3_steps: int = 5,
-    paste: str = "full",
+    paste: str = "feather",
     side_by_side: str | os.PathLike | None = None,
     overwrite: bool = False,
+    fps: str | float | None = None,
+    length: str = "audio",
 ) -> dict:
-    """Lip-syncs `video` to `audio` and writes `out` (H.264 + AAC, 25 fps), atomically.
+    """Lip-syncs `video` to `audio` and writes `out` (H.264 + AAC), atomically.
 
     Args:
-      video: any video ffmpeg reads (resampled to 25 fps), or with `static` an image
-        (or a video whose first frame is used) repeated for the whole audio.
-      audio: any file with sound (wav, mp3, m4a, a video's audio track).
+      video: any video ffmpeg reads, or with `static` an image (or a video whose first
+        frame is used) repeated for the whole audio.
+      audio: any file with sound (wav, mp3, m4a, a video's audio track); the output
+        carries it at its own sample rate and channels (AAC), the model reads a
+        16 kHz mono copy.
       out: .mp4/.m4v/.mov/.mkv; refused if it exists unless `overwrite`.
       checkpoint: a model directory (`step` picks one, default newest; `weights` "ema" or
         "raw", a training workdir's raw params) or an official .pt/.pth/.safetensors
@@ -229,17 +127,27 @@ def generate(
         5-frame box smoothing.
       batch_size: frames per sampler call, rounded up to a multiple of the local devices.
       progress: tqdm bars on stderr (frames/s and ETA).
-      paste: "full" (official: the whole resized crop replaces the face box, so the
-        upper half passes through the model's resolution), "lower" (only the
-        generated lower half of the box is replaced) or "feather" (the lower half
-        blended in through a feathered mask: no seam at the box border); `generate.paste`.
+      paste: "feather" (default: the generated lower half blended in through a
+        feathered mask, no seam at the box border), "full" (the official generate.py:
+        the whole resized crop replaces the face box, so the upper half passes through
+        the model's resolution) or "lower" (only the box's lower half is replaced);
+        `generate.paste`.
       fig3_strip: a .png path: x_t and x0_pred of the first face at `fig3_steps` evenly
         spaced DDIM steps (the paper's Fig. 3), written after the video succeeds.
       side_by_side: also write this comparison video: video source | lip-synced |
         audio source (when the audio file has pictures), with the driving audio.
+      fps: output frame rate: None (default: the video's own rate; 25 with `static`
+        or reconstruction), "native" (the video's rate in every mode) or a rate such
+        as 25 (the video is resampled, as the official tool does). Each output frame
+        gets the mel window at its own time (`generate.timing`).
+      length: "audio" (default: round(audio seconds * fps) frames, the last mel
+        windows edge padded) or "official" (the official generate.py's count,
+        min(video frames, frames with a complete mel window); 1 s of audio at 25 fps
+        gives 22 frames: the paper's protocol with fps=25).
 
     Returns:
-      stats: output/video frame counts, faces, passthrough frames, batches, padded
+      stats: output/video frame counts, fps, length, the audio's sample rate and
+      channels, faces, passthrough frames, batches, padded
       slots, sampler traces (compilations) in this call, timings and frames/s, and
       with `fig3_strip` the arrays under "fig3" (timesteps [K], x_t / x0_pred uint8 [K, S, S, 3]).
 
@@ -252,6 +160,8 @@ def generate(
     if mode not in MODES:
         raise ValueError(f"--mode={mode!r}: choose cross or reconstruction")
     paste_lib.check_mode(paste)
+    timing.check_length(length)
+    timing.parse_fps(fps)  # a typo fails before any file is opened
     if int(ddim_steps) < 1 or int(batch_size) < 1:
         raise ValueError(f"--ddim_steps ({ddim_steps}) and --batch_size ({batch_size}) must be >= 1")
     model_lib.check_precision(precision)
@@ -262,12 +172,14 @@ def generate(
     if side_by_side is not None:
         _check_output(pathlib.Path(side_by_side), OUTPUT_SUFFIXES, overwrite, "--side_by_side")
     info = require_video(video)
+    still = static or mode == "reconstruction"
+    out_fps = timing.output_fps(fps, info, still)
+    audio_info = require_audio(audio)
     wav = load_audio(audio)
-    num_out = int(round(len(wav) * FPS / SAMPLE_RATE))
-    if num_out < 1:
-        raise ValueError(
-            f"{audio}: the audio lasts {len(wav) / SAMPLE_RATE * 1000:.0f} ms, under one video frame (40 ms)"
-        )
+    try:  # an early check (a face scan's worth before the video's length is known)
+        num_out = timing.output_length(length, len(wav), out_fps, None)
+    except ValueError as e:
+        raise ValueError(f"{audio}: {e}") from None
     detector = _make_detector(face_detector, box, s3fd_weights)
     loaded = model_lib.load_checkpoint(checkpoint, config, step, weights)
     size = loaded.cfg.image_size
@@ -277,13 +189,12 @@ def generate(
     num_strip = min(int(fig3_steps), int(ddim_steps)) if strip_path is not None else 0
     first_sampler = model_lib.get_sampler(model_cfg, loaded.diffusion, int(ddim_steps), num_strip)
     traces0 = model_lib.sampler_traces()
-    bars = _Bars(progress)
+    bars = Bars(progress)
 
     # Pass 1: boxes. Reconstruction and stills need only the first frame's box; the
     # official smooths over frames 0..4, so those five are scanned.
     t_detect = time.perf_counter()
-    still = static or mode == "reconstruction"
-    bar = bars.open("faces", None if still else round(info.duration * FPS) or None)
+    bar = bars.open("faces", None if still else round(info.duration * out_fps) or None)
     try:
         track, _ = frames_lib.scan_faces(
             video,
@@ -292,14 +203,17 @@ def generate(
             smooth=not nosmooth,
             max_frames=1 if static else 5 if still else None,
             progress=bar.update,
+            fps=out_fps,
         )
     finally:
         bar.close()
     num_video = 1 if still else len(track.has_face)
+    if length == "official" and not static:  # the official keeps min(video frames, mel windows)
+        frames_in_video = frames_lib.count_frames(video, out_fps) if still else num_video
+        num_out = timing.output_length(length, len(wav), out_fps, frames_in_video)
     t_detect = time.perf_counter() - t_detect
 
     mel = melspectrogram(wav)
-    starts = frame_window_starts(num_out)
     params = sampler.put_params(loaded.params)
     noise = model_lib.start_noise_image(seed, size)
     stats: dict[str, Any] = dict(
@@ -307,8 +221,11 @@ def generate(
         mode=mode,
         num_frames=num_out,
         video_frames=num_video,
-        fps=FPS,
+        fps=out_fps,
+        length=length,
         audio_seconds=len(wav) / SAMPLE_RATE,
+        audio_sample_rate=audio_info.audio_sample_rate,
+        audio_channels=audio_info.audio_channels,
         image_size=size,
         batch_size=bs,
         devices=sampler.num_devices,
@@ -333,16 +250,17 @@ def generate(
             # Reconstruction / still: the first frame is input and reference for every frame.
             ref_still = crop_and_resize(frame[None], track.boxes[:1], size)[0] if track.has_face[0] else None
         else:
-            source = frames_lib.frames_in_output_order(video, num_video, num_out, cache_dir)
-        with VideoWriter(out, fps=FPS, audio=(wav, SAMPLE_RATE)) as writer:
-            lipsync = _LipSync(writer, sampler, first_sampler, params, noise, bs, paste, bar, stats)
+            source = frames_lib.frames_in_output_order(video, num_video, num_out, cache_dir, fps=out_fps)
+        # The original audio, not the 16 kHz mono copy the model reads.
+        with VideoWriter(out, fps=out_fps, audio_path=audio) as writer:
+            lipsync = LipSync(writer, sampler, first_sampler, params, noise, bs, paste, bar, stats)
             for k, (s, frame) in enumerate(source):
                 if not track.has_face[s]:
                     lipsync.add(frame)
                     continue
                 crop = ref_still if still else crop_and_resize(frame[None], track.boxes[s][None], size)[0]
                 # cross: the reference is the frame itself (official --sampling_ref_type=gt)
-                mel_window = mel[:, np.clip(starts[k] + np.arange(MEL_STEPS_PER_WINDOW), 0, mel.shape[1] - 1)]
+                mel_window = frame_windows_at(mel, np.array([k]), out_fps)[0]  # at output frame k's time
                 lipsync.add(frame, track.boxes[s], crop, crop, mel_window)
             lipsync.close()
     finally:
@@ -372,25 +290,3 @@ def generate(
         frames_per_second_total=num_out / max(total, 1e-9),
     )
     return stats
-
-
-class _Bars:
-    """tqdm progress bars (frames/s and ETA) on stderr, or no-ops."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-
-    def open(self, desc: str, total: int | None) -> Any:
-        if not self.enabled:
-            return _NoBar()
-        from tqdm import tqdm
-
-        return tqdm(total=total, desc=desc, unit="frame", dynamic_ncols=True, smoothing=0.1)
-
-
-class _NoBar:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
