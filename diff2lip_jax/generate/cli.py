@@ -4,13 +4,17 @@ Usage:
   diff2lip-generate --checkpoint MODEL --video FACE.mp4 --audio SPEECH.wav --out OUT.mp4
       [--mode cross|reconstruction] [--ddim_steps 25] [--seed 7] [--step N]
       [--config=configs/diff2lip.py:tiny] [--config.model.X=V]   (model flags of a .pt; default official)
-      [--face_detector cascade|s3fd|voxceleb2|box] [--s3fd_weights s3fd.pth]
+      [--face_detector dlib|s3fd|voxceleb2|box] [--s3fd_weights s3fd.pth]
       [--pads top,bottom,left,right] [--box y1,y2,x1,x2] [--nosmooth]
       [--batch_size 32] [--static] [--fig3_strip STEPS.png] [--paste full|lower|feather] [--side_by_side CMP.mp4] [--overwrite]
 
 MODEL is a model directory (a diff2lip-train workdir or a diff2lip-convert import)
 or an official .pt / .safetensors state_dict. The output is an H.264 + AAC mp4 at
 25 fps lasting as long as the audio (a shorter video plays back and forth).
+Without --face_detector, faces are found by S3FD when its weights are in the cache
+(`diff2lip-weights fetch s3fd`) or can be fetched, else by dlib's offline HOG
+detector (a one-line notice says so). An official .pt was trained on S3FD crops:
+with another detector than s3fd or voxceleb2 a warning says so.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ FLAGS = flags.FLAGS
 
 def define_flags() -> None:
     """The command-line flags (defined by `run`, not at import)."""
+    from diff2lip_jax.face import DETECTOR_KINDS
+
     flags.DEFINE_string("checkpoint", None, "model directory (workdir / import output) or official .pt/.safetensors")
     flags.DEFINE_string("video", None, "face video (any container and frame rate), or an image with --static")
     flags.DEFINE_string("audio", None, "speech: any file with sound (wav, mp3, m4a, a video's audio track)")
@@ -46,7 +52,11 @@ def define_flags() -> None:
         lock_config=False,
     )
     flags.DEFINE_enum(
-        "face_detector", "cascade", ["cascade", "s3fd", "voxceleb2", "box"], "face detector; --box implies box"
+        "face_detector",
+        None,
+        list(DETECTOR_KINDS),
+        "face detector (default: s3fd when its weights are cached or can be fetched, else dlib, the offline "
+        "HOG detector; --box implies box)",
     )
     flags.DEFINE_string("s3fd_weights", None, "local copy of the official s3fd.pth (for --face_detector=s3fd)")
     flags.DEFINE_string("pads", "0,0,0,0", "pixels added to detected boxes: top,bottom,left,right")
