@@ -89,7 +89,9 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
         "--box. Default: s3fd when its weights are cached or can be fetched, else dlib.",
         **fv,
     )
-    flags.DEFINE_string("s3fd_weights", None, "Local copy of the official s3fd.pth (for --face_detector=s3fd).", **fv)
+    flags.DEFINE_string(
+        "s3fd_weights", None, "Local copy of the official s3fd.pth (default: the weights cache's, fetched).", **fv
+    )
     flags.DEFINE_string("box", None, "Fixed face box 'y1,y2,x1,x2' in pixels (for --face_detector=box).", **fv)
     flags.DEFINE_string("pads", "0,0,0,0", "Pixels added to detected boxes: 'top,bottom,left,right'.", **fv)
     flags.DEFINE_boolean("smooth", True, "Smooth boxes over 5 frames, as the official code (--nosmooth: off).", **fv)
@@ -189,10 +191,15 @@ def _options():
 
         kind, notice = face.default_detector_kind()
         if kind == "s3fd":
-            weights = str(weights_lib.path("s3fd"))
+            weights = str(weights_lib.path("s3fd"))  # there now: fetched by the policy
     if kind == "s3fd":
-        if not weights:
-            raise ValueError("--face_detector=s3fd needs --s3fd_weights=PATH (a local copy of the official s3fd.pth)")
+        if not weights:  # the weights cache's copy, fetched on first use (one line offline)
+            from diff2lip_jax import weights as weights_lib
+
+            try:
+                weights = str(weights_lib.fetch("s3fd"))
+            except weights_lib.WeightsError as e:
+                raise ValueError(f"--face_detector=s3fd without --s3fd_weights: {e}") from None
         if not os.path.isfile(weights):
             raise FileNotFoundError(f"--s3fd_weights={weights}: no such file")
         weights = os.path.abspath(weights)
