@@ -22,8 +22,8 @@ from diff2lip_jax.face.detectors import (
     resolve_detector_kind,
     voxceleb2_box,
 )
-from diff2lip_jax.face.dlib_hog import HOG_TO_S3FD, DlibDetector, map_hog_box
-from diff2lip_jax.face.landmarks import DlibLandmarks, have_shape_predictor, landmark_box
+from diff2lip_jax.face.dlib_hog import HOG_TO_S3FD, DlibDetector, DlibLandmarks, map_hog_box
+from diff2lip_jax.face.landmarks import have_shape_predictor, landmark_box
 from diff2lip_jax.face.s3fd import (
     S3FD,
     S3FD_WEIGHTS_URL,

@@ -1,4 +1,5 @@
-"""The offline face detector: dlib's HOG frontal-face detector, boxes mapped to S3FD's convention.
+"""The offline face detector: dlib's HOG frontal-face detector, boxes mapped to S3FD's convention;
+and the built-in LMD landmark model (HOG face + dlib's 68 landmarks, :class:`DlibLandmarks`).
 
 dlib's detector (HOG features + a linear SVM over an image pyramid; ``dlib-bin``:
 Boost licence, no model file to download) finds frontal faces of at least ~80 px;
@@ -21,7 +22,7 @@ calibrate against, its weights being a download):
   jumps from frame to frame, while the landmarks follow the face smoothly.
 * without it: the HOG box grown by `HOG_TO_S3FD` (fractions of the HOG box side
   for x1, y1, x2, y2), the mean offset of :func:`landmark_box` from the HOG box
-  measured on the moving astronaut clip (faces 86-125 px, bright and at 40%
+  measured on the moving astronaut clip (faces 84-112 px wide, bright and at 40%
   brightness; ``benchmarks/face_detector.py`` prints the fit;
   ``tests/test_dlib_face.py`` checks it).
 """
@@ -38,7 +39,7 @@ SCORE_THRESHOLD = 0.3
 # (x1, y1, x2, y2) offsets of the S3FD-convention box from the HOG box, in HOG box sides.
 HOG_TO_S3FD = (0.0, -0.11, 0.01, 0.07)
 
-__all__ = ["HOG_TO_S3FD", "SCORE_THRESHOLD", "DlibDetector", "HogFaces", "map_hog_box"]
+__all__ = ["HOG_TO_S3FD", "SCORE_THRESHOLD", "DlibDetector", "DlibLandmarks", "HogFaces", "map_hog_box"]
 
 
 class HogFaces:
@@ -93,6 +94,13 @@ def _iou(a: Any, b: Any) -> float:
     return overlap / max(1, a.area() + b.area() - overlap)
 
 
+def _uint8_frames(frames: np.ndarray) -> np.ndarray:
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"frames must be [N,H,W,3] uint8 RGB, got {frames.shape} {frames.dtype}")
+    return frames
+
+
 def map_hog_box(rect: Any) -> np.ndarray:
     """A HOG box (``dlib.rectangle`` or (x1, y1, x2, y2), inclusive corners as dlib gives them)
     -> float64 [4] (x1, y1, x2, y2) in the S3FD convention, without landmarks (`HOG_TO_S3FD`)."""
@@ -135,9 +143,7 @@ class DlibDetector:
         return map_hog_box(rect)
 
     def __call__(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        frames = np.asarray(frames)
-        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-            raise ValueError(f"frames must be [N,H,W,3] uint8 RGB, got {frames.shape} {frames.dtype}")
+        frames = _uint8_frames(frames)
         boxes = np.zeros((len(frames), 4), np.int64)
         found = np.zeros(len(frames), bool)
         for i, (frame, rect) in enumerate(zip(frames, self._hog.track(frames))):
@@ -145,3 +151,26 @@ class DlibDetector:
                 boxes[i] = np.clip(np.round(self.box(frame, rect)), 0, None).astype(np.int64)
                 found[i] = boxes[i, 2] > boxes[i, 0] and boxes[i, 3] > boxes[i, 1]
         return boxes, found
+
+
+class DlibLandmarks:
+    """Built-in LMD landmark model: frames [N,H,W,3] uint8 RGB -> float64 [N,68,2] (NaN rows: no face).
+
+    Each frame's face is found by dlib's HOG detector (the most confident one
+    above `score_threshold`, with up to `max_upsample` image doublings for
+    small faces, e.g. 128 px crops need none; frames are a sequence, see
+    :meth:`HogFaces.track`), then the shape predictor places the 68 points.
+    Needs the ``landmarks`` extra (ImportError naming it otherwise).
+    """
+
+    def __init__(self, score_threshold: float | None = None, max_upsample: int = 1):
+        landmarks_lib.shape_predictor()  # fail now, with the extra's name, not on the first frame
+        self._hog = HogFaces(SCORE_THRESHOLD if score_threshold is None else score_threshold, max_upsample)
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        frames = _uint8_frames(frames)
+        out = np.full((len(frames), 68, 2), np.nan)
+        for i, (frame, rect) in enumerate(zip(frames, self._hog.track(frames))):
+            if rect is not None:
+                out[i] = landmarks_lib.landmarks_in_box(frame, rect)
+        return out

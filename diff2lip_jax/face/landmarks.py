@@ -39,7 +39,6 @@ __all__ = [
     "FOREHEAD",
     "MISSING",
     "PREDICTOR_FILE",
-    "DlibLandmarks",
     "have_shape_predictor",
     "landmark_box",
     "landmarks_in_box",
@@ -120,29 +119,3 @@ def landmark_box(points: np.ndarray) -> np.ndarray:
     chin = jaw[..., 1].max(axis=-1)
     top = brow - FOREHEAD * (chin - brow)
     return np.stack([jaw[..., 0].min(axis=-1), top, jaw[..., 0].max(axis=-1), chin], axis=-1)
-
-
-class DlibLandmarks:
-    """Built-in LMD landmark model: frames [N,H,W,3] uint8 RGB -> float64 [N,68,2] (NaN rows: no face).
-
-    Each frame's face is found by dlib's HOG detector (the most confident one
-    above `score_threshold`, with up to `max_upsample` image doublings for
-    small faces, e.g. 128 px crops need none; frames are a sequence, see
-    `dlib_hog.HogFaces.track`), then the shape predictor places the 68 points. Needs the ``landmarks`` extra (ImportError naming it otherwise).
-    """
-
-    def __init__(self, score_threshold: float | None = None, max_upsample: int = 1):
-        from diff2lip_jax.face.dlib_hog import SCORE_THRESHOLD, HogFaces
-
-        shape_predictor()  # fail now, with the extra's name, not on the first frame
-        self._hog = HogFaces(SCORE_THRESHOLD if score_threshold is None else score_threshold, max_upsample)
-
-    def __call__(self, frames: np.ndarray) -> np.ndarray:
-        frames = np.asarray(frames)
-        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-            raise ValueError(f"frames must be [N,H,W,3] uint8 RGB, got {frames.shape} {frames.dtype}")
-        out = np.full((len(frames), 68, 2), np.nan)
-        for i, (frame, rect) in enumerate(zip(frames, self._hog.track(frames))):
-            if rect is not None:
-                out[i] = landmarks_in_box(frame, rect)
-        return out
