@@ -5,7 +5,7 @@ Usage:
       [--mode cross|reconstruction] [--ddim_steps 25] [--seed 7] [--step N] [--weights ema|raw]
       [--precision auto|float32|bfloat16]
       [--config=configs/diff2lip.py:tiny] [--config.model.X=V]   (model flags of a .pt; default official)
-      [--face_detector cascade|s3fd|voxceleb2|box] [--s3fd_weights s3fd.pth]
+      [--face_detector dlib|s3fd|voxceleb2|box] [--s3fd_weights s3fd.pth]
       [--pads top,bottom,left,right] [--box y1,y2,x1,x2] [--nosmooth]
       [--batch_size 32] [--static] [--fig3_strip STEPS.png] [--paste feather|full|lower] [--side_by_side CMP.mp4]
       [--fps native|25] [--length audio|official] [--overwrite]
@@ -18,6 +18,11 @@ forth), with the driving audio at its own sample rate and channels.
 
 The official generate.py's output: --fps 25 --length official --paste full (and its
 face crops: --face_detector voxceleb2, its default, or s3fd).
+
+Without --face_detector, faces are found by S3FD when its weights are in the cache
+(`diff2lip-weights fetch s3fd`) or can be fetched, else by dlib's offline HOG
+detector (a one-line notice says so). An official .pt was trained on S3FD crops:
+with another detector than s3fd or voxceleb2 a warning says so.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ FLAGS = flags.FLAGS
 
 def define_flags() -> None:
     """The command-line flags (defined by `run`, not at import)."""
+    from diff2lip_jax.face import DETECTOR_KINDS
+
     flags.DEFINE_string("checkpoint", None, "model directory (workdir / import output) or official .pt/.safetensors")
     flags.DEFINE_string("video", None, "face video (any container and frame rate), or an image with --static")
     flags.DEFINE_string("audio", None, "speech: any file with sound (wav, mp3, m4a, a video's audio track)")
@@ -66,7 +73,11 @@ def define_flags() -> None:
         lock_config=False,
     )
     flags.DEFINE_enum(
-        "face_detector", "cascade", ["cascade", "s3fd", "voxceleb2", "box"], "face detector; --box implies box"
+        "face_detector",
+        None,
+        list(DETECTOR_KINDS),
+        "face detector (default: s3fd when its weights are cached or can be fetched, else dlib, the offline "
+        "HOG detector; --box implies box)",
     )
     flags.DEFINE_string("s3fd_weights", None, "local copy of the official s3fd.pth (for --face_detector=s3fd)")
     flags.DEFINE_string("pads", "0,0,0,0", "pixels added to detected boxes: top,bottom,left,right")

@@ -1,4 +1,4 @@
-"""Frames for generation: the streaming face-box pass, ping-pong order, and the frame cache.
+"""Frames for generation: the detector choice, the streaming face-box pass, ping-pong order, and the frame cache.
 
 Memory stays bounded whatever the video length:
 
@@ -25,16 +25,64 @@ from __future__ import annotations
 import os
 import pathlib
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
 from diff2lip_jax.constants import FPS
-from diff2lip_jax.face import FaceDetector, FaceTrack, track_from_detections
+from diff2lip_jax.face import (
+    DETECTOR_KINDS,
+    OFFICIAL_CROP_KINDS,
+    FaceDetector,
+    FaceTrack,
+    default_detector_kind,
+    make_detector,
+    track_from_detections,
+)
 from diff2lip_jax.video import MediaError, ffmpeg_command, ffmpeg_error_summary, iter_frames
 
 SEGMENT_BYTES = 64 << 20  # raw frame bytes per cache segment (host memory when reading it back)
+
+
+def choose_detector(
+    face_detector: str | FaceDetector | None, box: Sequence[int] | None, s3fd_weights: str | os.PathLike | None
+) -> tuple[FaceDetector, str, str | None]:
+    """-> (detector, its kind, the default policy's notice or None) for a kind (None: the
+    default policy, `face.default_detector_kind`) or a detector object (kind: its class
+    name); a `box` implies the fixed-box detector (as Wav2Lip's --box). The caller prints
+    the notice once every input is known to be valid."""
+    notice = None
+    if face_detector is not None and not isinstance(face_detector, str):
+        return face_detector, type(face_detector).__name__, None  # a detector object (custom detectors, tests)
+    if face_detector is not None and face_detector not in DETECTOR_KINDS:
+        raise ValueError(f"--face_detector={face_detector!r}: choose one of {', '.join(DETECTOR_KINDS)}")
+    if box is not None:
+        if face_detector not in (None, "box"):
+            raise ValueError(f"--box is a fixed face box; it cannot be combined with --face_detector={face_detector}")
+        face_detector = "box"
+    if face_detector is None and s3fd_weights is not None:
+        face_detector = "s3fd"
+    if face_detector == "s3fd" and s3fd_weights is not None and not os.path.isfile(s3fd_weights):
+        raise FileNotFoundError(f"--s3fd_weights {s3fd_weights}: no such file")
+    if face_detector is None:
+        face_detector, notice = default_detector_kind()
+    return make_detector(face_detector, weights_path=s3fd_weights, box=box), face_detector, notice
+
+
+def warn_unofficial_crops(checkpoint: str | os.PathLike, kind: str) -> None:
+    """One warning line on stderr when a state_dict file (the official model's format) is
+    used with a detector `kind` other than s3fd / voxceleb2: crops unlike its training crops."""
+    if os.path.isdir(checkpoint) or kind in OFFICIAL_CROP_KINDS:
+        return
+    print(
+        f"diff2lip-generate: warning: {os.fspath(checkpoint)} is a state_dict file (the official model's format), "
+        f"trained on S3FD crops; --face_detector={kind} crops differ from them (use s3fd, or voxceleb2 for "
+        "VoxCeleb2-framed videos)",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def pingpong_source(k: np.ndarray | int, n: int) -> np.ndarray:
