@@ -78,6 +78,18 @@ class HogFaces:
                     return rects[i]
         return None
 
+    def all_faces(self, image: np.ndarray) -> list[tuple[Any, float]]:
+        """image [H,W,3] uint8 RGB -> every face as (``dlib.rectangle``, score), scores down to
+        `continuity_threshold`; upsampled (up to `max_upsample`) while none reaches `score_threshold`."""
+        image = np.ascontiguousarray(image)
+        found: list[tuple[Any, float]] = []
+        for upsample in range(self.max_upsample + 1):
+            rects, scores, _ = self._detector.run(image, upsample, self.continuity_threshold)
+            found = [(rects[i], float(scores[i])) for i in range(len(rects))]
+            if any(score >= self.score_threshold for _, score in found):
+                break
+        return found
+
     def track(self, frames: np.ndarray) -> list[Any]:
         """frames [N,H,W,3] uint8 RGB (a sequence) -> the face ``dlib.rectangle`` or None of each."""
         out, previous = [], None
@@ -141,6 +153,20 @@ class DlibDetector:
         if self.refine:
             return landmarks_lib.landmark_box(landmarks_lib.landmarks_in_box(frame, rect))
         return map_hog_box(rect)
+
+    @property
+    def score_threshold(self) -> float:
+        """The score a face needs to start a track (lower-scoring faces may continue one)."""
+        return self._hog.score_threshold
+
+    def detect_all(self, frames: np.ndarray) -> list[np.ndarray]:
+        """frames [N,H,W,3] uint8 RGB -> per frame every face float64 [K,5] (x1, y1, x2, y2, score),
+        boxes in the S3FD convention, for following one face among several (`face.FaceFollower`)."""
+        out = []
+        for frame in _uint8_frames(frames):
+            faces = [(*np.clip(self.box(frame, rect), 0, None), score) for rect, score in self._hog.all_faces(frame)]
+            out.append(np.asarray(faces, np.float64).reshape(-1, 5))
+        return out
 
     def __call__(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         frames = _uint8_frames(frames)

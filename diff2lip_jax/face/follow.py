@@ -55,6 +55,9 @@ class FaceFollower:
       reacquire: centre distance, in face sizes (sqrt of the box area), within which a
         candidate resumes a track that was lost or jumped.
       max_size_ratio: largest size change (either way) accepted when resuming.
+      min_score: the score (column 4 of a candidate, when given) a face needs to start
+        or resume the track; a face already followed by overlap continues at any score
+        (a detector's score dips for a frame or two on the same face).
     """
 
     def __init__(
@@ -64,6 +67,7 @@ class FaceFollower:
         min_iou: float = 0.3,
         reacquire: float = 1.0,
         max_size_ratio: float = 1.5,
+        min_score: float = -np.inf,
     ):
         if face_index < 0:
             raise ValueError(f"--face_index={face_index}: must be >= 0 (0 = the largest face)")
@@ -71,10 +75,21 @@ class FaceFollower:
             raise ValueError(f"face hint must be (x1, y1, x2, y2), got {hint}")
         self.face_index, self.hint = int(face_index), None if hint is None else np.asarray(hint, np.float64)
         self.min_iou, self.reacquire, self.max_size_ratio = min_iou, reacquire, max_size_ratio
+        self.min_score = float(min_score)
         self.last: np.ndarray | None = None  # the last tracked box
         self.started = False
 
+    def _confident(self, cands: np.ndarray) -> np.ndarray:
+        return cands[:, 4] >= self.min_score if cands.shape[1] > 4 else np.ones(len(cands), bool)
+
     def _start(self, cands: np.ndarray) -> int | None:
+        keep = np.flatnonzero(self._confident(cands))
+        pick = self._start_among(cands[keep])
+        return None if pick is None else int(keep[pick])
+
+    def _start_among(self, cands: np.ndarray) -> int | None:
+        if not len(cands):
+            return None
         if self.hint is not None:
             iou = box_iou(self.hint, cands[:, :4])
             if iou.max() > 0:
@@ -94,6 +109,7 @@ class FaceFollower:
         dist = np.linalg.norm(_centre(boxes) - _centre(self.last), axis=1) / size
         ratio = _size(boxes) / size
         ok = (dist <= self.reacquire) & (ratio <= self.max_size_ratio) & (ratio >= 1 / self.max_size_ratio)
+        ok &= self._confident(cands)
         return int(np.where(ok, dist, np.inf).argmin()) if ok.any() else None
 
     def update(self, candidates: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

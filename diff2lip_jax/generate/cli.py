@@ -6,7 +6,7 @@ Usage:
       [--precision auto|float32|bfloat16]
       [--config=configs/diff2lip.py:tiny] [--config.model.X=V]   (model flags of a .pt; default official)
       [--face_detector dlib|s3fd|voxceleb2|box] [--s3fd_weights s3fd.pth]
-      [--pads top,bottom,left,right] [--box y1,y2,x1,x2] [--nosmooth]
+      [--pads top,bottom,left,right] [--box y1,y2,x1,x2] [--face_index N | --face_hint y1,y2,x1,x2] [--nosmooth]
       [--batch_size 32] [--static] [--fig3_strip STEPS.png] [--paste feather|full|lower] [--side_by_side CMP.mp4]
       [--fps native|25] [--length audio|official] [--overwrite]
 
@@ -82,6 +82,8 @@ def define_flags() -> None:
     flags.DEFINE_string("s3fd_weights", None, "local copy of the official s3fd.pth (for --face_detector=s3fd)")
     flags.DEFINE_string("pads", "0,0,0,0", "pixels added to detected boxes: top,bottom,left,right")
     flags.DEFINE_list("box", None, "fixed face box y1,y2,x1,x2 in pixels (skips detection)")
+    flags.DEFINE_integer("face_index", 0, "with several faces: follow the N-th largest at the start (0 = largest)")
+    flags.DEFINE_list("face_hint", None, "with several faces: follow the one nearest this box y1,y2,x1,x2")
     flags.DEFINE_bool("nosmooth", False, "do not smooth face boxes over 5 frames")
     flags.DEFINE_integer("batch_size", 32, "frames per sampler call (rounded up to a multiple of the devices)")
     flags.DEFINE_bool("static", False, "--video is a still image (or use its first frame) for the whole audio")
@@ -129,6 +131,8 @@ def define_flags() -> None:
         "s3fd_weights",
         "pads",
         "box",
+        "face_index",
+        "face_hint",
         "nosmooth",
         "batch_size",
         "static",
@@ -151,18 +155,23 @@ def _config_given() -> bool:
     return FLAGS["config"].present or any(FLAGS[n].present for n in FLAGS if n.startswith("config."))
 
 
+def _ints(values: list[str] | None, name: str) -> tuple[int, ...] | None:
+    """A y1,y2,x1,x2 flag as ints (None when not given); one-line error otherwise."""
+    if values is None:
+        return None
+    try:
+        return tuple(int(v) for v in values)
+    except ValueError:
+        raise ValueError(f"{name}={','.join(values)}: expected four integers y1,y2,x1,x2") from None
+
+
 def _main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise ValueError(f"unexpected arguments {argv[1:]}; every input is a flag (--video, --audio, ...)")
     missing = [f"--{n}" for n in ("checkpoint", "video", "audio", "out") if not FLAGS[n].value]
     if missing:
         raise ValueError(f"missing {', '.join(missing)}; see --help")
-    box = None
-    if FLAGS.box is not None:
-        try:
-            box = tuple(int(v) for v in FLAGS.box)
-        except ValueError:
-            raise ValueError(f"--box={','.join(FLAGS.box)}: expected four integers y1,y2,x1,x2") from None
+    box = _ints(FLAGS.box, "--box")
     from diff2lip_jax.generate.pipeline import generate
 
     stats = generate(
@@ -180,6 +189,8 @@ def _main(argv: list[str]) -> None:
         face_detector=FLAGS.face_detector,
         pads=FLAGS.pads,
         box=box,
+        face_index=FLAGS.face_index,
+        face_hint=_ints(FLAGS.face_hint, "--face_hint"),
         nosmooth=FLAGS.nosmooth,
         batch_size=FLAGS.batch_size,
         static=FLAGS.static,

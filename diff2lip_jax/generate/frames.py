@@ -41,6 +41,7 @@ from diff2lip_jax.face import (
     make_detector,
     track_from_detections,
 )
+from diff2lip_jax.face.follow import FaceFollower
 from diff2lip_jax.video import MediaError, ffmpeg_command, ffmpeg_error_summary, iter_frames
 
 SEGMENT_BYTES = 64 << 20  # raw frame bytes per cache segment (host memory when reading it back)
@@ -69,6 +70,26 @@ def choose_detector(
     if face_detector is None:
         face_detector, notice = default_detector_kind()
     return make_detector(face_detector, weights_path=s3fd_weights, box=box), face_detector, notice
+
+
+def check_face_choice(face_index: int, face_hint: Sequence[int] | None, detector: FaceDetector) -> tuple | None:
+    """Validates --face_index / --face_hint (y1, y2, x1, x2) before any work; the hint as
+    (x1, y1, x2, y2), or None. They need a detector that lists every face."""
+    if int(face_index) < 0:
+        raise ValueError(f"--face_index={face_index}: must be >= 0 (0 = the largest face)")
+    if (face_index or face_hint is not None) and not hasattr(detector, "detect_all"):
+        raise ValueError(
+            "--face_index/--face_hint choose among several faces; the fixed-box detectors have one "
+            "(use --face_detector dlib or s3fd)"
+        )
+    if face_hint is None:
+        return None
+    if len(face_hint) != 4:
+        raise ValueError(f"--face_hint={face_hint}: expected four integers y1,y2,x1,x2")
+    y1, y2, x1, x2 = (int(v) for v in face_hint)
+    if y2 <= y1 or x2 <= x1:
+        raise ValueError(f"--face_hint (y1, y2, x1, x2) = {tuple(face_hint)} needs y1 < y2 and x1 < x2")
+    return (x1, y1, x2, y2)
 
 
 def warn_unofficial_crops(checkpoint: str | os.PathLike, kind: str) -> None:
@@ -108,18 +129,28 @@ def scan_faces(
     chunk: int = 32,
     progress: Callable[[int], None] | None = None,
     fps: float = FPS,
+    face_index: int = 0,
+    face_hint: Sequence[int] | None = None,
 ) -> tuple[FaceTrack, tuple[int, int]]:
     """Pass 1: face boxes of (the first `max_frames` frames of) a video decoded at `fps`.
 
+    A detector that lists every face (`detect_all`) is followed through the video
+    (`face.FaceFollower`): the `face_index`-th largest face at the start (0: the
+    largest), or the one nearest `face_hint` (x1, y1, x2, y2), in every frame; frames
+    without it are faceless. Other detectors give one face per frame.
     Returns (FaceTrack over the N frames read, (height, width)). Holds one chunk of
     frames at a time. `progress(n)` is called after each chunk with its frame count.
     """
+    follower = None
+    if hasattr(detector, "detect_all") and not getattr(detector, "fixed", False):
+        min_score = getattr(detector, "score_threshold", -np.inf)
+        follower = FaceFollower(face_index=face_index, hint=face_hint, min_score=min_score)
     boxes, found, size, count = [], [], (0, 0), 0
     for frames in iter_frames(video, fps=fps, chunk=chunk):
         if max_frames is not None:
             frames = frames[: max_frames - count]
         size = frames.shape[1:3]
-        b, f = detector(frames)
+        b, f = follower.update(detector.detect_all(frames)) if follower is not None else detector(frames)
         boxes.append(np.asarray(b, np.int64).reshape(-1, 4))
         found.append(np.asarray(f, bool))
         count += len(frames)

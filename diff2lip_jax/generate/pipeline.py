@@ -73,6 +73,8 @@ def generate(
     face_detector: str | FaceDetector | None = None,
     pads: Sequence[int] | str = (0, 0, 0, 0),
     box: Sequence[int] | None = None,
+    face_index: int = 0,
+    face_hint: Sequence[int] | None = None,
     nosmooth: bool = False,
     batch_size: int = 32,
     static: bool = False,
@@ -110,6 +112,10 @@ def generate(
         hand, else dlib (a one-line notice); `box` = (y1, y2, x1, x2) selects the
         fixed-box detector. An official state_dict file with a detector other than
         s3fd / voxceleb2 gets a one-line warning on stderr (its training crops differ).
+      face_index, face_hint: which face to follow through the video when frames hold
+        several: the `face_index`-th largest at the start (0 = the largest), or the one
+        nearest `face_hint` = (y1, y2, x1, x2) in the first frame's pixels (the order of
+        `box`). Frames without that face pass through.
       pads: (top, bottom, left, right) pixels added to detected boxes; nosmooth: no
         5-frame box smoothing.
       batch_size: frames per sampler call, rounded up to a multiple of the local devices.
@@ -168,6 +174,7 @@ def generate(
     except ValueError as e:
         raise ValueError(f"{audio}: {e}") from None
     detector, detector_kind, notice = frames_lib.choose_detector(face_detector, box, s3fd_weights)
+    hint_box = frames_lib.check_face_choice(face_index, face_hint, detector)
     loaded = model_lib.load_checkpoint(checkpoint, config, step, weights)
     if notice:  # every input is valid now: a user error above stays one line
         print(f"diff2lip-generate: note: {notice}", file=sys.stderr, flush=True)
@@ -194,6 +201,8 @@ def generate(
             max_frames=1 if static else 5 if still else None,
             progress=bar.update,
             fps=out_fps,
+            face_index=face_index,
+            face_hint=hint_box,
         )
     finally:
         bar.close()
