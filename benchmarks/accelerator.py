@@ -310,12 +310,12 @@ def print_table(env: dict, rows: list[dict]) -> None:
         f"{env['device_kind']} x{env['local_devices']} ({env['platform']}), jax {env['jax']}, "
         f"XLA_FLAGS={env['xla_flags']!r}"
     )
-    print(f"{'part':<9}{'mode':<22}{'dtype':<10}{'batch':>6}{'seconds':>9}{'frames/s':>10}{'TFLOP/s':>9}{'MFU':>7}")
+    print(f"{'part':<9}{'mode':<30}{'dtype':<10}{'batch':>6}{'seconds':>9}{'frames/s':>10}{'TFLOP/s':>9}{'MFU':>7}")
     for r in rows:
         mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") is not None else "-"
         tflops = f"{r['tflops']:.2f}" if r.get("tflops") is not None else "-"
         print(
-            f"{r['part']:<9}{r['mode']:<22}{r['dtype']:<10}{r['batch']:>6}{r['seconds']:>9.3f}"
+            f"{r['part']:<9}{r['mode']:<30}{r['dtype']:<10}{r['batch']:>6}{r['seconds']:>9.3f}"
             f"{r['frames_per_second']:>10.2f}{tflops:>9}{mfu:>7}"
         )
         extra = {
