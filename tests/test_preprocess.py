@@ -15,7 +15,6 @@ import tensorflow_datasets as tfds
 from helpers import one_line_error, run_module
 
 from data_pipelines import synthetic
-from data_pipelines.builders import clip as clip_module
 from data_pipelines.builders import (
     ClipSource,
     ProcessOptions,
@@ -25,6 +24,7 @@ from data_pipelines.builders import (
     process,
     voxceleb2_sources,
 )
+from data_pipelines.builders import clip as clip_module
 from diff2lip_jax import audio, face
 from diff2lip_jax import data as d2l_data
 from diff2lip_jax.video import read_frames, write_video

@@ -61,7 +61,11 @@ def resolve_scorer(kind: str, path: str | None) -> tuple[str, str | None, str]:
             "sync filter: off (no pretrained scorer in the weights cache; `diff2lip-weights fetch syncnet_python` "
             "or --sync_scorer=ours --sync_weights=WORKDIR turns it on)",
         )
-    if ":" not in kind and kind not in SCORER_CHOICES:
+    if ":" in kind:
+        from diff2lip_jax.evaluate.lmd import load_factory
+
+        load_factory(kind, "--sync_scorer")  # importable and callable, before any work
+    elif kind not in SCORER_CHOICES:
         raise ValueError(f"--sync_scorer={kind!r}: expected one of {', '.join(SCORER_CHOICES)} or module:factory")
     if ":" not in kind:
         if not path:
