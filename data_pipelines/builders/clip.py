@@ -240,6 +240,12 @@ def _finish(src, opts, item, jpegs, frames, wav, n, scorer, summaries, out, fram
                 sync_confidence=score.confidence,
                 sync_confidence_before=score.confidence_before,
             )
+            if score.lse_c < opts.min_sync_confidence:  # no match at any offset
+                raise ClipError(
+                    f"sync confidence {score.lse_c:.2f} at the best offset ({score.offset:+d}) below "
+                    f"--min_sync_confidence={opts.min_sync_confidence:g}; dubbed, off-screen or another clip's audio",
+                    "sync_confidence",
+                )
             if abs(score.offset) > opts.max_av_offset:
                 raise ClipError(
                     f"offset too large: audio-visual offset {score.offset:+d} frames, beyond --max_av_offset="
@@ -248,8 +254,8 @@ def _finish(src, opts, item, jpegs, frames, wav, n, scorer, summaries, out, fram
                 )
             if score.confidence < opts.min_sync_confidence:
                 raise ClipError(
-                    f"sync confidence {score.confidence:.2f} below --min_sync_confidence={opts.min_sync_confidence:g} "
-                    f"(offset {score.offset:+d}); dubbed, off-screen or another clip's audio",
+                    f"sync confidence {score.confidence:.2f} after correcting the offset ({score.offset:+d}) below "
+                    f"--min_sync_confidence={opts.min_sync_confidence:g}",
                     "sync_confidence",
                 )
             shift = score.offset if score.corrected else 0
