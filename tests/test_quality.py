@@ -21,6 +21,7 @@ from data_pipelines.quality import report as quality
 from data_pipelines.synthetic.faults import DELAY, MIN_CONFIDENCE, SCORER, make_faulty_set
 from diff2lip_jax import audio
 from diff2lip_jax import data as d2l_data
+from diff2lip_jax.video import read_frames
 
 OPTS = ProcessOptions(
     face_detector="box", box=SYNTH_BOX, sync_scorer=SCORER, min_sync_confidence=MIN_CONFIDENCE, max_av_offset=5
@@ -242,3 +243,39 @@ def test_beam_direct_runner_gives_the_local_records_and_report(faulty, local_run
     rep_local = json.loads((local_out / "report.json").read_text())
     rep_beam = json.loads((out / "report.json").read_text())
     assert _comparable(rep_beam) == _comparable(rep_local)
+
+
+@pytest.mark.slow  # trains a tiny SyncNet for a few steps (~40 s with its compile)
+def test_our_trained_expert_scores_segments_and_its_threshold_drops(faulty, prepared_dataset, tmp_path):
+    """The "ours" scorer path: a tiny SyncNet trained here (a few steps: the mechanics, not a
+    good expert); the record's confidence is what the protocol gives for that expert on the
+    corrected audio, and --min_sync_confidence above it drops the segment with that reason."""
+    from helpers_config import load_config
+
+    from diff2lip_jax.evaluate import lse
+    from diff2lip_jax.train.loop import train
+
+    cfg = load_config("syncnet", "tiny")
+    cfg.data.dir = str(prepared_dataset)
+    cfg.data.eval_split = "train"
+    cfg.model.update(image_size=32, base_channels=8, embed_dim=32, num_res_blocks=1)
+    cfg.train.update(num_steps=4, batch_size=8, lr=1e-3, lr_schedule="constant", warmup_steps=0)
+    cfg.train.update(log_every=2, checkpoint_every=4, eval_every=100, eval_batches=1)
+    workdir = tmp_path / "syncnet"
+    train(cfg, str(workdir))
+    _, paths, _ = faulty
+    opts = ProcessOptions(
+        face_detector="box", box=SYNTH_BOX, sync_scorer="ours", sync_weights=str(workdir), min_sync_confidence=-1e9
+    )
+    out = _outcome(paths, "good_a", opts)
+    (rec,) = out.records
+    shot = out.shots[0]
+    assert np.isfinite(rec["sync_confidence"]) and -15 <= rec["av_offset"] <= 15
+    frames = read_frames(str(paths["good_a"]))
+    wav = audio.load_audio(str(paths["good_a"]))
+    direct = lse.evaluate_sync(frames, rec["boxes"].astype(np.int64), wav[: len(frames) * 640], opts.make_scorer())
+    assert shot["av_offset"] == direct.offset
+    assert shot["sync_confidence_before"] == pytest.approx(np.median(direct.curve) - direct.curve[lse.VSHIFT], abs=1e-4)
+    strict = ProcessOptions(**{**opts.__dict__, "min_sync_confidence": 1e9, "max_av_offset": 15})
+    dropped = _outcome(paths, "good_a", strict)
+    assert dropped.records == [] and dropped.shots[0]["code"] == "sync_confidence"
