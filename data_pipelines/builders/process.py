@@ -291,8 +291,8 @@ def run_clips(
     """Process every clip not already done, in ``num_workers`` processes (0: in this one).
 
     Workers are spawned (not forked: the parent may hold JAX threads) and each
-    builds its own detector. The detector is built once here first, so that a bad
-    detector setting fails the run at once instead of every clip.
+    builds its own detector and sync scorer. Both are built once here first, so that a bad
+    setting fails the run at once instead of every clip.
     """
     start = time.perf_counter()
     _detector(opts)
