@@ -13,7 +13,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[torch,dev]"
+	$(PY) -m pip install --quiet -e ".[torch,dev,landmarks]"
 	touch $@
 
 install: $(VENV)/.installed

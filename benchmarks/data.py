@@ -1,11 +1,11 @@
 """Data pipeline throughput: preprocessing clips/s, stored bytes per frame, loader windows/s.
 
-    python benchmarks/data.py [--num_clips 8] [--seconds 3] [--size 160] [--detectors box,cascade]
+    python benchmarks/data.py [--num_clips 8] [--seconds 3] [--size 160] [--detectors box,dlib]
                               [--pre_workers 2] [--workers 0,1,2] [--batch_size 8] [--batches 40]
 
 Synthesises clips (diff2lip-synth), prepares them with each face detector
 (``--pre_workers`` processes; "box" is a fixed crop, so it measures decoding, mel,
-cropping and JPEG; "cascade" adds the default detector), then times
+cropping and JPEG; "dlib" adds the offline detector), then times
 ``diff2lip_jax.data.make_train_loader`` for each grain ``worker_count``: windows/s
 after a warm-up (a window = 5 frames + reference + mels). Target: >= 200
 windows/s on a 2-core machine. Everything lives in a temporary folder unless
@@ -29,7 +29,7 @@ from diff2lip_jax import data as d2l_data
 _NUM_CLIPS = flags.DEFINE_integer("num_clips", 8, "Synthetic clips.")
 _SECONDS = flags.DEFINE_float("seconds", 3.0, "Seconds per clip.")
 _SIZE = flags.DEFINE_integer("size", 160, "Side of the synthetic frames in pixels.")
-_DETECTORS = flags.DEFINE_list("detectors", ["box", "cascade"], "Face detectors to time preprocessing with.")
+_DETECTORS = flags.DEFINE_list("detectors", ["box", "dlib"], "Face detectors to time preprocessing with.")
 _PRE_WORKERS = flags.DEFINE_integer("pre_workers", 2, "Preprocessing worker processes.")
 _WORKERS = flags.DEFINE_list("workers", ["0", "1", "2"], "grain worker_count values to time.")
 _BATCH = flags.DEFINE_integer("batch_size", 8, "Windows per batch.")

@@ -1,7 +1,7 @@
 """diff2lip-preprocess: videos -> 25 fps face crops + mels -> an ArrayRecord (TFDS) dataset.
 
 Usage: diff2lip-preprocess --input DIR|GLOB|FILELIST|VIDEO --out DIR [--builder local_videos|voxceleb2|lrw]
-                           [--face_detector cascade|s3fd|voxceleb2|box] [--num_workers N] ...
+                           [--face_detector dlib|s3fd|voxceleb2|box] [--num_workers N] ...
 
 Output (``--out``)::
 
@@ -90,13 +90,16 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     flags.DEFINE_string("dataset_name", None, "Dataset name (folder under --out); default: the builder's name.", **fv)
     flags.DEFINE_enum(
         "face_detector",
-        "cascade",
-        ["cascade", "s3fd", "voxceleb2", "box"],
-        "cascade: offline LBP cascade; s3fd: the official detector (--s3fd_weights); voxceleb2: the "
-        "official fixed crop; box: a fixed --box.",
+        None,
+        ["dlib", "s3fd", "voxceleb2", "box"],
+        "dlib: offline HOG detector (boxes mapped to S3FD's; landmark-refined with the landmarks extra); "
+        "s3fd: the official detector (--s3fd_weights); voxceleb2: the official fixed crop; box: a fixed "
+        "--box. Default: s3fd when its weights are cached or can be fetched, else dlib.",
         **fv,
     )
-    flags.DEFINE_string("s3fd_weights", None, "Local copy of the official s3fd.pth (for --face_detector=s3fd).", **fv)
+    flags.DEFINE_string(
+        "s3fd_weights", None, "Local copy of the official s3fd.pth (default: the weights cache's, fetched).", **fv
+    )
     flags.DEFINE_string("box", None, "Fixed face box 'y1,y2,x1,x2' in pixels (for --face_detector=box).", **fv)
     flags.DEFINE_string("pads", "0,0,0,0", "Pixels added to detected boxes: 'top,bottom,left,right'.", **fv)
     flags.DEFINE_boolean("smooth", True, "Smooth boxes over 5 frames, as the official code (--nosmooth: off).", **fv)
@@ -168,7 +171,8 @@ def _ints(text: str, flag: str) -> tuple[int, int, int, int]:
 
 
 def _options():
-    """(ProcessOptions, the sync filter's status line) from the flags (validated, nothing written)."""
+    """(ProcessOptions from the flags (validated, nothing written), the default detector
+    policy's one-line notice or None, the sync filter's status line)."""
     from data_pipelines.builders import ProcessOptions
     from data_pipelines.quality.flags import filter_options
 
@@ -184,30 +188,50 @@ def _options():
         )
     if FLAGS.num_workers < 0:
         raise ValueError(f"--num_workers must be >= 0, got {FLAGS.num_workers}")
+    filters, sync_status = filter_options(FLAGS)  # before the detector policy may fetch weights
     box = _ints(FLAGS.box, "box") if FLAGS.box else None
     if FLAGS.face_detector == "box" and box is None:
         raise ValueError("--face_detector=box needs --box=y1,y2,x1,x2")
     weights = FLAGS.s3fd_weights
-    if FLAGS.face_detector == "s3fd":
-        if not weights:
-            raise ValueError("--face_detector=s3fd needs --s3fd_weights=PATH (a local copy of the official s3fd.pth)")
+    kind, notice = FLAGS.face_detector, None
+    if kind is None and box is not None:
+        kind = "box"
+    elif kind is None and weights:
+        kind = "s3fd"
+    elif kind is None:  # the default policy, once here (not once per worker)
+        from diff2lip_jax import face
+        from diff2lip_jax import weights as weights_lib
+
+        kind, notice = face.default_detector_kind()
+        if kind == "s3fd":
+            weights = str(weights_lib.path("s3fd"))  # there now: fetched by the policy
+    if kind == "s3fd":
+        if not weights:  # the weights cache's copy, fetched on first use (one line offline)
+            from diff2lip_jax import weights as weights_lib
+
+            try:
+                weights = str(weights_lib.fetch("s3fd"))
+            except weights_lib.WeightsError as e:
+                raise ValueError(f"--face_detector=s3fd without --s3fd_weights: {e}") from None
         if not os.path.isfile(weights):
             raise FileNotFoundError(f"--s3fd_weights={weights}: no such file")
         weights = os.path.abspath(weights)
-    filters, sync_status = filter_options(FLAGS)
-    options = ProcessOptions(
-        face_detector=FLAGS.face_detector,
-        s3fd_weights=weights,
-        box=box,
-        pads=_ints(FLAGS.pads, "pads"),
-        smooth=FLAGS.smooth,
-        jpeg_quality=FLAGS.jpeg_quality,
-        image_size=FLAGS.image_size,
-        min_frames=FLAGS.min_frames,
-        min_face_rate=FLAGS.min_face_rate,
-        **filters,
+    return (
+        ProcessOptions(
+            face_detector=kind,
+            s3fd_weights=weights,
+            box=box,
+            pads=_ints(FLAGS.pads, "pads"),
+            smooth=FLAGS.smooth,
+            jpeg_quality=FLAGS.jpeg_quality,
+            image_size=FLAGS.image_size,
+            min_frames=FLAGS.min_frames,
+            min_face_rate=FLAGS.min_face_rate,
+            **filters,
+        ),
+        notice,
+        sync_status,
     )
-    return options, sync_status
 
 
 def _write_failures(out: pathlib.Path, failed: list) -> pathlib.Path:
@@ -320,7 +344,7 @@ def _main(argv: list[str]) -> None:
     out = pathlib.Path(FLAGS.out).absolute()
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out={FLAGS.out} exists and is not a directory; pass a directory path")
-    options, sync_status = _options()
+    options, notice, sync_status = _options()
 
     # Heavy imports only now: `--help` and flag errors stay fast.
     import tensorflow_datasets as tfds
@@ -346,6 +370,8 @@ def _main(argv: list[str]) -> None:
     )
     sources = builder.sources()  # input errors surface here, before anything is written
     stale = _check_out(out, sources)
+    if notice:  # the inputs are valid: a user error above stays one line
+        print(f"{PROG}: note: {notice}", file=sys.stderr, flush=True)
     config = dict(download_mode=tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS)
     if FLAGS.beam_options is not None:
         beam = tfds.core.lazy_imports.apache_beam

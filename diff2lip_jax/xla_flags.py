@@ -1,8 +1,10 @@
 """XLA flags the project sets for CPU runs, before the JAX backend starts.
 
 XLA reads ``XLA_FLAGS`` once, when the first backend is created, so
-:func:`apply_cpu_flags` must run before the first JAX computation; the console
-scripts call it from ``cli.run_app`` and the benchmarks at the top of ``main``.
+:func:`apply_cpu_flags` must run before the first JAX computation: importing
+``diff2lip_jax`` calls it (so the Python API, the console scripts and the benchmarks
+all get the same XLA path), and ``cli.run_app`` and the benchmarks call it again,
+which changes nothing.
 
 Only for a CPU run (``JAX_PLATFORMS``/``jax_platforms`` names cpu first, or no
 GPU/TPU plugin is installed): a GPU or TPU run is left exactly as it was. A flag

@@ -41,9 +41,9 @@ stage "synthesise $CLIPS talking-face clips"
 "$BIN/diff2lip-synth" --out "$OUT/data/still" --num_clips "$RECON" --identities "$RECON" --seconds 3 --size 160 \
   --seed 1 --head_motion 0
 
-# The offline cascade misses a few drawn faces; those clips fail (listed in failures.jsonl and
-# report.md). The synthetic clips are in sync by construction: no sync filter (a real scorer's
-# confidence bar is for real faces).
+# Offline there are no S3FD weights: dlib's HOG detector finds the faces (a one-line note says so);
+# clips where it misses faces fail (listed in failures.jsonl and report.md). The synthetic clips
+# are in sync by construction: no sync filter (a real scorer's confidence bar is for real faces).
 stage "preprocess into ArrayRecord (TFDS), 25 fps face crops + mel"
 "$BIN/diff2lip-preprocess" --input "$OUT/data/raw" --out "$OUT/data/prepared" --num_workers 2 --val_fraction 0.2 \
   --sync_scorer off
@@ -99,9 +99,11 @@ while read -r clip _; do
 done < "$OUT/filelist_reconstruction.txt"
 
 # No FID: offline there are no Inception weights, and FID with random ones means nothing.
+# LMD with dlib's 68-point landmarks when the `landmarks` extra is installed (make install has it).
+LMD=$("$BIN/python" -c 'from diff2lip_jax.face import have_shape_predictor; print(",lmd" if have_shape_predictor() else "")')
 stage "metrics, with the real / unsynced baselines"
 "$BIN/diff2lip-evaluate" --filelist="$OUT/filelist_reconstruction.txt" --mode=reconstruction --source_dir="$STILL" \
-  --generated_dir="$OUT/generated/reconstruction" --syncnet="$OUT/syncnet" --metrics=psnr,ssim,lse,mouth \
+  --generated_dir="$OUT/generated/reconstruction" --syncnet="$OUT/syncnet" --metrics="psnr,ssim,lse,mouth$LMD" \
   --dataset=synthetic --method="diff2lip-jax tiny" --out="$OUT/metrics_reconstruction.json"
 "$BIN/diff2lip-evaluate" --filelist="$OUT/filelist_cross.txt" --mode=cross --source_dir="$RAW" \
   --generated_dir="$OUT/generated/cross" --syncnet="$OUT/syncnet" --metrics=lse,mouth \
@@ -124,8 +126,9 @@ real = baselines.get("real", {}).get("metrics", {})
 unsynced = baselines.get("unsynced", {}).get("metrics", {})
 print(f"  LSE-C {fmt(m.get('lse_c'))} (unsynced {fmt(unsynced.get('lse_c'))}, real {fmt(real.get('lse_c'))}); "
       f"LSE-D {fmt(m.get('lse_d'))} (unsynced {fmt(unsynced.get('lse_d'))}, real {fmt(real.get('lse_d'))})")
+lmd = recon["metrics"].get("lmd")
 print(f"  reconstruction (still heads, unseen identities) PSNR on crops {fmt(recon['metrics'].get('psnr'))} dB, "
-      f"SSIM {fmt(recon['metrics'].get('ssim'))}")
+      f"SSIM {fmt(recon['metrics'].get('ssim'))}" + ("" if lmd is None else f", LMD {fmt(lmd)} (crop px)"))
 PY
 echo "  side by side (video | lip-synced | driving clip)  $OUT/side_by_side.mp4"
 echo "  lip-synced video       $OUT/lipsync.mp4"

@@ -58,6 +58,14 @@ def rel_l2(out, ref) -> float:
     return float(np.linalg.norm(out - ref) / np.linalg.norm(ref))
 
 
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two (x1, y1, x2, y2) boxes, end exclusive."""
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
 def max_abs_diff_tree(a, b) -> float:
     """The largest |a - b| over all leaves of two pytrees of arrays of the same structure (float64)."""
     import jax

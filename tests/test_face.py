@@ -1,6 +1,6 @@
 """Face detection and cropping: S3FD parity with the official net, post-processing,
-the offline cascade on a real photo, box tracking (pads, gaps, smoothing), fixed
-crops, crop/paste, and loading s3fd.pth safely."""
+box tracking (pads, gaps, smoothing), fixed crops, crop/paste, and loading s3fd.pth
+safely. The offline dlib detector: tests/test_dlib_face.py."""
 
 from __future__ import annotations
 
@@ -13,19 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import skimage.data
-from helpers import rel_l2
+from helpers import iou, rel_l2
 
 from diff2lip_jax import face
 
 RTOL = 1e-4  # relative L2 for a float32 port of a network (shared/reference/README.md)
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    """IoU of two (x1, y1, x2, y2) boxes, end exclusive."""
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = w * h
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 # --------------------------------------------------------------------------- S3FD network
@@ -137,35 +129,6 @@ def test_s3fd_detector_batches_and_matches_reference_path(golden_state_dict, s3f
     ref = face.select_detections(np.asarray(scores), np.asarray(dec))
     for i, d in enumerate(ref):
         np.testing.assert_array_equal(boxes[i], np.clip(d[0, :4], 0, None).astype(np.int64))
-
-
-# --------------------------------------------------------------------------- offline cascade
-
-# The astronaut's face in skimage.data.astronaut(), labelled by eye:
-# cheek to cheek x 180..272, hairline to chin y 75..170.
-ASTRONAUT_FACE = np.array([180, 75, 272, 170])
-
-
-@pytest.fixture(scope="module")
-def cascade():
-    return face.make_detector("cascade")
-
-
-def test_cascade_finds_real_face_on_canvas(cascade):
-    photo = skimage.data.astronaut()
-    boxes, found = cascade(photo[None])
-    assert found[0] and iou(boxes[0], ASTRONAUT_FACE) > 0.6, boxes[0]
-
-    scale, (oy, ox) = 0.75, (120, 300)
-    small = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    canvas = np.full((600, 800, 3), 90, np.uint8)
-    canvas[oy : oy + small.shape[0], ox : ox + small.shape[1]] = small
-    blank = np.full_like(canvas, 90)
-    boxes2, found2 = cascade(np.stack([canvas, blank]))
-    assert found2.tolist() == [True, False]
-    moved = boxes[0] * scale + np.array([ox, oy, ox, oy])
-    assert iou(boxes2[0], moved) > 0.5, (boxes2[0], moved)
-    assert iou(boxes2[0], ASTRONAUT_FACE * scale + np.array([ox, oy, ox, oy])) > 0.5
 
 
 # --------------------------------------------------------------------------- tracking

@@ -219,7 +219,7 @@ def test_static_image(clip, model_dir, tmp_path):
     assert outside < ENCODING_TOL and upper < ENCODING_TOL and lower > 4 * ENCODING_TOL
 
 
-def test_exported_pt_drives_generate(clip, model_dir, cross_run, tmp_path):
+def test_exported_pt_drives_generate(clip, model_dir, cross_run, tmp_path, capsys):
     pytest.importorskip("torch")
     from diff2lip_jax import checkpoint
     from diff2lip_jax.convert import flax_to_torch, save_state_dict_file
@@ -228,8 +228,12 @@ def test_exported_pt_drives_generate(clip, model_dir, cross_run, tmp_path):
     pt = tmp_path / "tiny.pt"
     save_state_dict_file(flax_to_torch(params, cfg), str(pt))
     out = tmp_path / "from_pt.mp4"
+    capsys.readouterr()
     stats = run(clip, out, pt, config=tiny_config())
     assert stats["sampler_traces"] == 0  # the same flags reuse the compiled sampler
+    # A state_dict file is the official model's format, trained on S3FD crops: a fixed box warns, once.
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "--face_detector=box crops differ" in warnings[0], warnings
     reference, _ = cross_run
     got, want = read_frames(out, fps=None).astype(np.float32), read_frames(reference, fps=None).astype(np.float32)
     np.testing.assert_allclose(got, want, atol=2)

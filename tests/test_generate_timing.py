@@ -185,8 +185,7 @@ def test_aac_args():
 
 
 def cli(*args):
-    # No CPU XLA flags of the console scripts: the in-process runs compared with have none.
-    env = dict(os.environ, JAX_PLATFORMS="cpu", DIFF2LIP_CPU_XLA_FLAGS="0")
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
     return run_module("diff2lip_jax.generate", *args, timeout=300, env=env)
 
 

@@ -107,7 +107,7 @@ def test_chunked_detection_and_second_pass_equal_detect_faces(synth_dir, monkeyp
     monkeypatch.setattr(clip_module, "CHUNK", 16)  # several chunks per clip
     src = local_video_sources(str(_clip(synth_dir, 1)))[0]
     # min_face_rate=0: keep the clip although half its frames have no detection (gap filling is under test)
-    opts = ProcessOptions(face_detector="cascade", pads=(1, 5, 2, 3), min_face_rate=0.0)
+    opts = ProcessOptions(face_detector="dlib", pads=(1, 5, 2, 3), min_face_rate=0.0)
     kept = process.process_clip(src, opts, _FakeDetector())
     redecoded = process.process_clip(
         src, ProcessOptions(pads=(1, 5, 2, 3), buffer_bytes=0, min_face_rate=0.0), _FakeDetector()
@@ -184,11 +184,15 @@ def test_worker_processes_give_the_same_records(synth_dir, tmp_path):
         np.testing.assert_array_equal(ra["mel"], rb["mel"])
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return run_module("data_pipelines.preprocess", *args, timeout=180)
+def _cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return run_module("data_pipelines.preprocess", *args, timeout=180, **kwargs)
 
 
-def test_cli_end_to_end_with_cascade_and_failure_report(synth_dir, tmp_path):
+def test_cli_end_to_end_with_the_default_detector_and_failure_report(synth_dir, tmp_path):
+    """Offline (empty weights cache, a mirror nobody listens on): the default is dlib, said once."""
+    from diff2lip_jax import weights
+
+    env = dict(os.environ, **{weights.CACHE_ENV: str(tmp_path / "cache"), weights.MIRROR_ENV: "http://127.0.0.1:9"})
     faceless = tmp_path / "in" / "nobody" / "wall.mp4"
     faceless.parent.mkdir(parents=True)
     wav = np.sin(np.arange(16000) * 0.07).astype(np.float32) * 0.3
@@ -196,8 +200,10 @@ def test_cli_end_to_end_with_cascade_and_failure_report(synth_dir, tmp_path):
     filelist = tmp_path / "list.txt"
     filelist.write_text(f"# clips\n{_clip(synth_dir, 0)}\n{faceless}\n{tmp_path / 'gone' / 'missing.mp4'}\n")
     out = tmp_path / "out"
-    proc = _cli("--input", str(filelist), "--out", str(out), "--num_workers", "0")
+    proc = _cli("--input", str(filelist), "--out", str(out), "--num_workers", "0", env=env)
     assert proc.returncode == 0, proc.stderr
+    notices = [line for line in proc.stderr.splitlines() if "note: face detector dlib" in line]
+    assert len(notices) == 1 and notices[0].startswith("diff2lip-preprocess: note:"), proc.stderr
     last = proc.stdout.strip().splitlines()[-1]
     assert last.startswith("diff2lip-preprocess: 1 clips ok (1 new, 0 reused), 2 failed"), last
     assert "splits train=1" in last and "KB/frame" in last

@@ -211,9 +211,6 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
         capture_output=True,
         text=True,
         timeout=300,
-        # The in-process runs it is compared with get no XLA CPU flags (only console scripts
-        # add them); with them XLA's convolutions, and so the float rounding, differ.
-        env={**os.environ, "DIFF2LIP_CPU_XLA_FLAGS": "0"},
     )
 
 

@@ -48,8 +48,11 @@ class ClipError(Exception):
 class ProcessOptions:
     """What shapes a record. Every field but ``buffer_bytes`` is part of the cache fingerprint.
 
-    face_detector: "cascade", "s3fd" (needs ``s3fd_weights``), "voxceleb2" (fixed
-      crop) or "box" (needs ``box`` = (y1, y2, x1, x2)).
+    face_detector: "dlib" (offline HOG), "s3fd" (``s3fd_weights``, default the
+      weights cache's), "voxceleb2" (fixed crop), "box" (needs ``box`` = (y1, y2,
+      x1, x2)) or None: the default policy, s3fd when its weights are at hand,
+      else dlib (``face.resolve_detector_kind``; the CLI resolves it once, so that
+      the cache fingerprint names the detector used).
     pads: (top, bottom, left, right) pixels added to detected boxes.
     smooth: the official 5-frame box smoothing.
     jpeg_quality: 0-100; image_size: crop side in pixels.
@@ -67,7 +70,7 @@ class ProcessOptions:
     buffer_bytes: decoded frames kept between passes (beyond it: decode twice).
     """
 
-    face_detector: str = "cascade"
+    face_detector: str | None = None
     s3fd_weights: str | None = None
     box: tuple[int, int, int, int] | None = None
     pads: tuple[int, int, int, int] = (0, 0, 0, 0)

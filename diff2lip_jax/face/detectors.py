@@ -1,27 +1,36 @@
-"""Face detectors behind one interface, and the `make_detector` factory.
+"""Face detectors behind one interface, the default-detector policy, and `make_detector`.
 
 A detector is a callable `frames [N,H,W,3] uint8 RGB -> (boxes [N,4] int64
 (x1, y1, x2, y2), found [N] bool)` with a class attribute `fixed`: True for
 fixed crops, whose box is used as is (no pads, no smoothing, never missing).
 Boxes of frames where `found` is False are zeros and meaningless.
 
-Kinds: "s3fd" (the official detector, needs a local `s3fd.pth`), "cascade" (an
-LBP cascade that ships with scikit-image: offline, the default), "voxceleb2"
-(the official fixed VoxCeleb2 crop), "box" (a user box).
+Kinds: "dlib" (dlib's HOG detector, offline, boxes mapped to S3FD's convention
+and refined by the 68 landmarks when the `landmarks` extra is installed; see
+`dlib_hog`), "s3fd" (the official detector; weights from the
+`diff2lip_jax.weights` cache, fetched on first use), "voxceleb2" (the official
+fixed VoxCeleb2 crop), "box" (a user box).
+
+Default (`kind=None`, the CLIs' default): "s3fd" when its weights are in the
+cache or can be fetched, else "dlib" with a one-line notice on stderr
+(:func:`resolve_detector_kind`).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from typing import Protocol
 
-import cv2
 import numpy as np
 
 from diff2lip_jax.face.s3fd import S3FDDetector
 
-DETECTOR_KINDS = ("cascade", "s3fd", "voxceleb2", "box")
+DETECTOR_KINDS = ("dlib", "s3fd", "voxceleb2", "box")
+# Kinds whose crops are those the official checkpoint was trained on (S3FD boxes, or the
+# fixed VoxCeleb2 crop of the official generate.py).
+OFFICIAL_CROP_KINDS = ("s3fd", "voxceleb2")
 
 
 class FaceDetector(Protocol):
@@ -84,98 +93,56 @@ class FixedCropDetector:
         return np.tile(np.asarray(box, np.int64), (n, 1)), np.ones(n, bool)
 
 
-class CascadeDetector:
-    """Offline detector: the OpenCV-trained LBP frontal-face cascade shipped in scikit-image.
+def default_detector_kind() -> tuple[str, str | None]:
+    """The default policy: ("s3fd", None) when S3FD's weights are in the `diff2lip_jax.weights`
+    cache or can be fetched now (offline the fetch fails at once), else ("dlib", the
+    one-line notice saying why, without a program prefix)."""
+    from diff2lip_jax import weights
 
-    opencv-python(-headless) 5.x no longer has `cv2.CascadeClassifier` nor the
-    Haar xml files, so this runs OpenCV's `lbpcascade_frontalface` through
-    `skimage.feature.Cascade`. The largest detection per frame is taken (one
-    talking head per video). Frames larger than `max_side` are downscaled first
-    (speed; faces in talking-head video are large).
+    try:
+        weights.fetch("s3fd")
+    except weights.WeightsError as e:
+        return "dlib", f"face detector dlib (offline HOG), not the official S3FD: {e}"
+    return "s3fd", None
 
-    The raw cascade box is square and runs from the upper forehead to about
-    the chin, cheek to cheek. S3FD's boxes are about as wide and reach just
-    below the chin, so the box keeps its top edge and width and its height is
-    scaled by `height_scale` (1.1: chosen by eye on skimage's astronaut photo,
-    where it moves the bottom edge from the chin line to just below it; not
-    calibrated against S3FD output, whose weights are not available offline).
-    Diff2Lip inpaints the lower half of the crop, so including the chin matters
-    more than the forehead.
-    """
 
-    fixed = False
-
-    def __init__(
-        self,
-        height_scale: float = 1.1,
-        width_scale: float = 1.0,
-        max_side: int = 480,
-        scale_factor: float = 1.1,
-        min_neighbors: int = 4,
-        min_face_fraction: float = 0.1,
-    ):
-        from skimage.data import lbp_frontal_face_cascade_filename
-        from skimage.feature import Cascade
-
-        self._cascade = Cascade(lbp_frontal_face_cascade_filename())
-        self.height_scale, self.width_scale = float(height_scale), float(width_scale)
-        self.max_side, self.scale_factor = int(max_side), float(scale_factor)
-        self.min_neighbors, self.min_face_fraction = int(min_neighbors), float(min_face_fraction)
-
-    def detect_raw(self, frame: np.ndarray) -> tuple[float, float, float, float] | None:
-        """One frame [H,W,3] uint8 RGB -> the largest raw cascade box (x, y, w, h) in pixels, or None."""
-        h, w = frame.shape[:2]
-        ratio = min(1.0, self.max_side / max(h, w))
-        gray = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
-        if ratio < 1.0:
-            gray = cv2.resize(gray, (round(w * ratio), round(h * ratio)), interpolation=cv2.INTER_AREA)
-        gh, gw = gray.shape
-        side = max(24, int(self.min_face_fraction * min(gh, gw)))  # 24 = the cascade's window
-        found = self._cascade.detect_multi_scale(
-            img=gray.astype(np.float32) / 255.0,
-            scale_factor=self.scale_factor,
-            step_ratio=1.0,
-            min_size=(side, side),
-            max_size=(gh, gw),
-            min_neighbor_number=self.min_neighbors,
-            intersection_score_threshold=0.5,
-        )
-        if not found:
-            return None
-        best = max(found, key=lambda d: d["width"] * d["height"])
-        return tuple(v / ratio for v in (best["c"], best["r"], best["width"], best["height"]))
-
-    def __call__(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        frames = _check_frames(frames)
-        boxes = np.zeros((len(frames), 4), np.int64)
-        found = np.zeros(len(frames), bool)
-        for i, frame in enumerate(frames):
-            raw = self.detect_raw(frame)
-            if raw is None:
-                continue
-            x, y, bw, bh = raw
-            cx, nw = x + bw / 2, bw * self.width_scale
-            box = np.array([cx - nw / 2, y, cx + nw / 2, y + bh * self.height_scale])
-            boxes[i], found[i] = np.clip(box, 0, None).astype(np.int64), True
-        return boxes, found
+def resolve_detector_kind(kind: str | None = None, prog: str = "diff2lip") -> str:
+    """The detector kind to use: `kind` itself when given, else :func:`default_detector_kind`,
+    whose notice (when it falls back to dlib) goes to stderr as one line `{prog}: note: ...`.
+    An unknown `kind` raises ValueError listing the kinds."""
+    if kind is not None:
+        if kind not in DETECTOR_KINDS:
+            raise ValueError(f"unknown face detector {kind!r}; expected one of {', '.join(DETECTOR_KINDS)}")
+        return kind
+    kind, notice = default_detector_kind()
+    if notice:
+        print(f"{prog}: note: {notice}", file=sys.stderr, flush=True)
+    return kind
 
 
 def make_detector(
-    kind: str = "cascade",
+    kind: str | None = None,
     weights_path: str | os.PathLike[str] | None = None,
     batch_size: int = 4,
     box: Sequence[int] | None = None,
 ) -> FaceDetector:
     """Build a detector by kind.
 
-    kind: "cascade" (offline default), "s3fd" (`weights_path`: a local copy of the
-    official s3fd.pth; default the `diff2lip_jax.weights` cache's, fetched on first
-    use; `batch_size` frames per jitted forward:
-    the official uses 64 on a GPU, 4 keeps a 720p batch near 2 GB on CPU),
-    "voxceleb2" (the official fixed crop), "box" (`box` = (y1, y2, x1, x2)).
+    kind: None (the default policy of :func:`resolve_detector_kind`: s3fd when
+    its weights are at hand, else dlib; with a `weights_path`: s3fd), "dlib" (offline: `dlib_hog.DlibDetector`),
+    "s3fd" (`weights_path`: a local copy of the official s3fd.pth; default the
+    `diff2lip_jax.weights` cache's, fetched on first use; `batch_size` frames per
+    jitted forward: the official uses 64 on a GPU, 4 keeps a 720p batch near 2 GB
+    on CPU), "voxceleb2" (the official fixed crop), "box" (`box` = (y1, y2, x1, x2)).
     """
-    if kind == "cascade":
-        return CascadeDetector()
+    if kind is None and weights_path is None:
+        kind = resolve_detector_kind(None)
+    elif kind is None:
+        kind = "s3fd"
+    if kind == "dlib":
+        from diff2lip_jax.face.dlib_hog import DlibDetector
+
+        return DlibDetector()
     if kind == "s3fd":
         if weights_path is None:  # the registry's copy, fetched on first use (one-line error offline)
             from diff2lip_jax import weights

@@ -5,8 +5,8 @@ Usage:
       [--mode cross|reconstruction] [--ddim_steps 25] [--seed 7] [--step N] [--weights ema|raw]
       [--precision auto|float32|bfloat16]
       [--config=configs/diff2lip.py:tiny] [--config.model.X=V]   (model flags of a .pt; default official)
-      [--face_detector cascade|s3fd|voxceleb2|box] [--s3fd_weights s3fd.pth]
-      [--pads top,bottom,left,right] [--box y1,y2,x1,x2] [--nosmooth]
+      [--face_detector dlib|s3fd|voxceleb2|box] [--s3fd_weights s3fd.pth]
+      [--pads top,bottom,left,right] [--box y1,y2,x1,x2] [--face_index N | --face_hint y1,y2,x1,x2] [--nosmooth]
       [--batch_size 32] [--static] [--fig3_strip STEPS.png] [--paste feather|full|lower] [--side_by_side CMP.mp4]
       [--fps native|25] [--length audio|official] [--overwrite]
 
@@ -18,6 +18,11 @@ forth), with the driving audio at its own sample rate and channels.
 
 The official generate.py's output: --fps 25 --length official --paste full (and its
 face crops: --face_detector voxceleb2, its default, or s3fd).
+
+Without --face_detector, faces are found by S3FD when its weights are in the cache
+(`diff2lip-weights fetch s3fd`) or can be fetched, else by dlib's offline HOG
+detector (a one-line notice says so). An official .pt was trained on S3FD crops:
+with another detector than s3fd or voxceleb2 a warning says so.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ FLAGS = flags.FLAGS
 
 def define_flags() -> None:
     """The command-line flags (defined by `run`, not at import)."""
+    from diff2lip_jax.face import DETECTOR_KINDS
+
     flags.DEFINE_string("checkpoint", None, "model directory (workdir / import output) or official .pt/.safetensors")
     flags.DEFINE_string("video", None, "face video (any container and frame rate), or an image with --static")
     flags.DEFINE_string("audio", None, "speech: any file with sound (wav, mp3, m4a, a video's audio track)")
@@ -66,11 +73,17 @@ def define_flags() -> None:
         lock_config=False,
     )
     flags.DEFINE_enum(
-        "face_detector", "cascade", ["cascade", "s3fd", "voxceleb2", "box"], "face detector; --box implies box"
+        "face_detector",
+        None,
+        list(DETECTOR_KINDS),
+        "face detector (default: s3fd when its weights are cached or can be fetched, else dlib, the offline "
+        "HOG detector; --box implies box)",
     )
     flags.DEFINE_string("s3fd_weights", None, "local copy of the official s3fd.pth (for --face_detector=s3fd)")
     flags.DEFINE_string("pads", "0,0,0,0", "pixels added to detected boxes: top,bottom,left,right")
     flags.DEFINE_list("box", None, "fixed face box y1,y2,x1,x2 in pixels (skips detection)")
+    flags.DEFINE_integer("face_index", 0, "with several faces: follow the N-th largest at the start (0 = largest)")
+    flags.DEFINE_list("face_hint", None, "with several faces: follow the one nearest this box y1,y2,x1,x2")
     flags.DEFINE_bool("nosmooth", False, "do not smooth face boxes over 5 frames")
     flags.DEFINE_integer("batch_size", 32, "frames per sampler call (rounded up to a multiple of the devices)")
     flags.DEFINE_bool("static", False, "--video is a still image (or use its first frame) for the whole audio")
@@ -118,6 +131,8 @@ def define_flags() -> None:
         "s3fd_weights",
         "pads",
         "box",
+        "face_index",
+        "face_hint",
         "nosmooth",
         "batch_size",
         "static",
@@ -140,18 +155,23 @@ def _config_given() -> bool:
     return FLAGS["config"].present or any(FLAGS[n].present for n in FLAGS if n.startswith("config."))
 
 
+def _ints(values: list[str] | None, name: str) -> tuple[int, ...] | None:
+    """A y1,y2,x1,x2 flag as ints (None when not given); one-line error otherwise."""
+    if values is None:
+        return None
+    try:
+        return tuple(int(v) for v in values)
+    except ValueError:
+        raise ValueError(f"{name}={','.join(values)}: expected four integers y1,y2,x1,x2") from None
+
+
 def _main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise ValueError(f"unexpected arguments {argv[1:]}; every input is a flag (--video, --audio, ...)")
     missing = [f"--{n}" for n in ("checkpoint", "video", "audio", "out") if not FLAGS[n].value]
     if missing:
         raise ValueError(f"missing {', '.join(missing)}; see --help")
-    box = None
-    if FLAGS.box is not None:
-        try:
-            box = tuple(int(v) for v in FLAGS.box)
-        except ValueError:
-            raise ValueError(f"--box={','.join(FLAGS.box)}: expected four integers y1,y2,x1,x2") from None
+    box = _ints(FLAGS.box, "--box")
     from diff2lip_jax.generate.pipeline import generate
 
     stats = generate(
@@ -169,6 +189,8 @@ def _main(argv: list[str]) -> None:
         face_detector=FLAGS.face_detector,
         pads=FLAGS.pads,
         box=box,
+        face_index=FLAGS.face_index,
+        face_hint=_ints(FLAGS.face_hint, "--face_hint"),
         nosmooth=FLAGS.nosmooth,
         batch_size=FLAGS.batch_size,
         static=FLAGS.static,

@@ -1,4 +1,4 @@
-"""Frames for generation: the streaming face-box pass, ping-pong order, and the frame cache.
+"""Frames for generation: the detector choice, the streaming face-box pass, ping-pong order, and the frame cache.
 
 Memory stays bounded whatever the video length:
 
@@ -25,16 +25,85 @@ from __future__ import annotations
 import os
 import pathlib
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
 from diff2lip_jax.constants import FPS
-from diff2lip_jax.face import FaceDetector, FaceTrack, track_from_detections
+from diff2lip_jax.face import (
+    DETECTOR_KINDS,
+    OFFICIAL_CROP_KINDS,
+    FaceDetector,
+    FaceTrack,
+    default_detector_kind,
+    make_detector,
+    track_from_detections,
+)
+from diff2lip_jax.face.follow import FaceFollower
 from diff2lip_jax.video import MediaError, ffmpeg_command, ffmpeg_error_summary, iter_frames
 
 SEGMENT_BYTES = 64 << 20  # raw frame bytes per cache segment (host memory when reading it back)
+
+
+def choose_detector(
+    face_detector: str | FaceDetector | None, box: Sequence[int] | None, s3fd_weights: str | os.PathLike | None
+) -> tuple[FaceDetector, str, str | None]:
+    """-> (detector, its kind, the default policy's notice or None) for a kind (None: the
+    default policy, `face.default_detector_kind`) or a detector object (kind: its class
+    name); a `box` implies the fixed-box detector (as Wav2Lip's --box). The caller prints
+    the notice once every input is known to be valid."""
+    notice = None
+    if face_detector is not None and not isinstance(face_detector, str):
+        return face_detector, type(face_detector).__name__, None  # a detector object (custom detectors, tests)
+    if face_detector is not None and face_detector not in DETECTOR_KINDS:
+        raise ValueError(f"--face_detector={face_detector!r}: choose one of {', '.join(DETECTOR_KINDS)}")
+    if box is not None:
+        if face_detector not in (None, "box"):
+            raise ValueError(f"--box is a fixed face box; it cannot be combined with --face_detector={face_detector}")
+        face_detector = "box"
+    if face_detector is None and s3fd_weights is not None:
+        face_detector = "s3fd"
+    if face_detector == "s3fd" and s3fd_weights is not None and not os.path.isfile(s3fd_weights):
+        raise FileNotFoundError(f"--s3fd_weights {s3fd_weights}: no such file")
+    if face_detector is None:
+        face_detector, notice = default_detector_kind()
+    return make_detector(face_detector, weights_path=s3fd_weights, box=box), face_detector, notice
+
+
+def check_face_choice(face_index: int, face_hint: Sequence[int] | None, detector: FaceDetector) -> tuple | None:
+    """Validates --face_index / --face_hint (y1, y2, x1, x2) before any work; the hint as
+    (x1, y1, x2, y2), or None. They need a detector that lists every face."""
+    if int(face_index) < 0:
+        raise ValueError(f"--face_index={face_index}: must be >= 0 (0 = the largest face)")
+    if (face_index or face_hint is not None) and not hasattr(detector, "detect_all"):
+        raise ValueError(
+            "--face_index/--face_hint choose among several faces; the fixed-box detectors have one "
+            "(use --face_detector dlib or s3fd)"
+        )
+    if face_hint is None:
+        return None
+    if len(face_hint) != 4:
+        raise ValueError(f"--face_hint={face_hint}: expected four integers y1,y2,x1,x2")
+    y1, y2, x1, x2 = (int(v) for v in face_hint)
+    if y2 <= y1 or x2 <= x1:
+        raise ValueError(f"--face_hint (y1, y2, x1, x2) = {tuple(face_hint)} needs y1 < y2 and x1 < x2")
+    return (x1, y1, x2, y2)
+
+
+def warn_unofficial_crops(checkpoint: str | os.PathLike, kind: str) -> None:
+    """One warning line on stderr when a state_dict file (the official model's format) is
+    used with a detector `kind` other than s3fd / voxceleb2: crops unlike its training crops."""
+    if os.path.isdir(checkpoint) or kind in OFFICIAL_CROP_KINDS:
+        return
+    print(
+        f"diff2lip-generate: warning: {os.fspath(checkpoint)} is a state_dict file (the official model's format), "
+        f"trained on S3FD crops; --face_detector={kind} crops differ from them (use s3fd, or voxceleb2 for "
+        "VoxCeleb2-framed videos)",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def pingpong_source(k: np.ndarray | int, n: int) -> np.ndarray:
@@ -60,18 +129,28 @@ def scan_faces(
     chunk: int = 32,
     progress: Callable[[int], None] | None = None,
     fps: float = FPS,
+    face_index: int = 0,
+    face_hint: Sequence[int] | None = None,
 ) -> tuple[FaceTrack, tuple[int, int]]:
     """Pass 1: face boxes of (the first `max_frames` frames of) a video decoded at `fps`.
 
+    A detector that lists every face (`detect_all`) is followed through the video
+    (`face.FaceFollower`): the `face_index`-th largest face at the start (0: the
+    largest), or the one nearest `face_hint` (x1, y1, x2, y2), in every frame; frames
+    without it are faceless. Other detectors give one face per frame.
     Returns (FaceTrack over the N frames read, (height, width)). Holds one chunk of
     frames at a time. `progress(n)` is called after each chunk with its frame count.
     """
+    follower = None
+    if hasattr(detector, "detect_all") and not getattr(detector, "fixed", False):
+        min_score = getattr(detector, "score_threshold", -np.inf)
+        follower = FaceFollower(face_index=face_index, hint=face_hint, min_score=min_score)
     boxes, found, size, count = [], [], (0, 0), 0
     for frames in iter_frames(video, fps=fps, chunk=chunk):
         if max_frames is not None:
             frames = frames[: max_frames - count]
         size = frames.shape[1:3]
-        b, f = detector(frames)
+        b, f = follower.update(detector.detect_all(frames)) if follower is not None else detector(frames)
         boxes.append(np.asarray(b, np.int64).reshape(-1, 4))
         found.append(np.asarray(f, bool))
         count += len(frames)

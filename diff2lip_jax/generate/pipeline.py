@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import pathlib
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -31,7 +32,7 @@ import numpy as np
 
 from diff2lip_jax.audio import frame_windows_at, load_audio, melspectrogram
 from diff2lip_jax.constants import SAMPLE_RATE
-from diff2lip_jax.face import DETECTOR_KINDS, FaceDetector, crop_and_resize, make_detector
+from diff2lip_jax.face import FaceDetector, crop_and_resize
 from diff2lip_jax.generate import frames as frames_lib
 from diff2lip_jax.generate import model as model_lib
 from diff2lip_jax.generate import paste as paste_lib
@@ -43,23 +44,6 @@ from diff2lip_jax.video import VideoWriter, probe, require_audio, require_video
 
 MODES = ("cross", "reconstruction")
 OUTPUT_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv")
-
-
-def _make_detector(
-    face_detector: str | FaceDetector, box: Sequence[int] | None, s3fd_weights: str | os.PathLike | None
-) -> FaceDetector:
-    """A detector by kind; a `box` implies the fixed-box detector (as Wav2Lip's --box)."""
-    if not isinstance(face_detector, str):
-        return face_detector  # a detector object (custom detectors, tests)
-    if face_detector not in DETECTOR_KINDS:
-        raise ValueError(f"--face_detector={face_detector!r}: choose one of {', '.join(DETECTOR_KINDS)}")
-    if box is not None:
-        if face_detector not in ("box", "cascade"):
-            raise ValueError(f"--box is a fixed face box; it cannot be combined with --face_detector={face_detector}")
-        face_detector = "box"
-    if face_detector == "s3fd" and s3fd_weights is not None and not os.path.isfile(s3fd_weights):
-        raise FileNotFoundError(f"--s3fd_weights {s3fd_weights}: no such file")
-    return make_detector(face_detector, weights_path=s3fd_weights, box=box)
 
 
 def _check_output(path: pathlib.Path, suffixes: Sequence[str], overwrite: bool, what: str) -> None:
@@ -86,9 +70,11 @@ def generate(
     mode: str = "cross",
     ddim_steps: int = 25,
     seed: int = 7,
-    face_detector: str | FaceDetector = "cascade",
+    face_detector: str | FaceDetector | None = None,
     pads: Sequence[int] | str = (0, 0, 0, 0),
     box: Sequence[int] | None = None,
+    face_index: int = 0,
+    face_hint: Sequence[int] | None = None,
     nosmooth: bool = False,
     batch_size: int = 32,
     static: bool = False,
@@ -121,8 +107,15 @@ def generate(
       mode: "cross" (input and reference = the video's frame at each time step) or
         "reconstruction" (the first frame is input and reference for every frame).
       ddim_steps: DDIM steps (respacing "ddim{N}"); seed: the one start-noise image.
-      face_detector: "cascade" | "s3fd" (needs `s3fd_weights`) | "voxceleb2" | "box", or
-        a detector object; `box` = (y1, y2, x1, x2) selects the fixed-box detector.
+      face_detector: "dlib" | "s3fd" (`s3fd_weights`, default the weights cache's) |
+        "voxceleb2" | "box", a detector object, or None: s3fd when its weights are at
+        hand, else dlib (a one-line notice); `box` = (y1, y2, x1, x2) selects the
+        fixed-box detector. An official state_dict file with a detector other than
+        s3fd / voxceleb2 gets a one-line warning on stderr (its training crops differ).
+      face_index, face_hint: which face to follow through the video when frames hold
+        several: the `face_index`-th largest at the start (0 = the largest), or the one
+        nearest `face_hint` = (y1, y2, x1, x2) in the first frame's pixels (the order of
+        `box`). Frames without that face pass through.
       pads: (top, bottom, left, right) pixels added to detected boxes; nosmooth: no
         5-frame box smoothing.
       batch_size: frames per sampler call, rounded up to a multiple of the local devices.
@@ -180,8 +173,12 @@ def generate(
         num_out = timing.output_length(length, len(wav), out_fps, None)
     except ValueError as e:
         raise ValueError(f"{audio}: {e}") from None
-    detector = _make_detector(face_detector, box, s3fd_weights)
+    detector, detector_kind, notice = frames_lib.choose_detector(face_detector, box, s3fd_weights)
+    hint_box = frames_lib.check_face_choice(face_index, face_hint, detector)
     loaded = model_lib.load_checkpoint(checkpoint, config, step, weights)
+    if notice:  # every input is valid now: a user error above stays one line
+        print(f"diff2lip-generate: note: {notice}", file=sys.stderr, flush=True)
+    frames_lib.warn_unofficial_crops(checkpoint, detector_kind)
     size = loaded.cfg.image_size
     model_cfg = model_lib.with_precision(loaded.cfg, precision)
     sampler = model_lib.get_sampler(model_cfg, loaded.diffusion, int(ddim_steps))
@@ -204,6 +201,8 @@ def generate(
             max_frames=1 if static else 5 if still else None,
             progress=bar.update,
             fps=out_fps,
+            face_index=face_index,
+            face_hint=hint_box,
         )
     finally:
         bar.close()
