@@ -11,6 +11,14 @@ Output (``--out``)::
     OUT/cache/<clip_id>.failed.json per-clip failure markers
     OUT/failures.jsonl              the clips that failed (now or in an earlier run, unless
                                     retried): {"clip_id", "source", "reason"}
+    OUT/report.json, OUT/report.md  the quality report: clips and segments in and out, every
+                                    drop with its reason, offsets, sync confidences
+
+Filters (see the README, "Preparing in-the-wild data"): clips are cut at shot
+boundaries (PySceneDetect, --shot_threshold) into segments of at least
+--min_segment_seconds, each a record; per segment the audio-visual offset and sync
+confidence (syncnet_python protocol, --sync_scorer) correct the audio
+(--max_av_offset) and drop out-of-sync segments (--min_sync_confidence).
 
 Clips are processed in ``--num_workers`` processes; a re-run skips clips already
 done (and, unless ``--retry_failed``, those that failed) and rebuilds the dataset
@@ -145,7 +153,10 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
         "(needs apache-beam; no per-clip cache, failures are logged).",
         **fv,
     )
-    for name in _KEY_FLAGS:  # `--help` lists the key flags of the module named by argv[0]
+    from data_pipelines.quality import flags as quality_flags
+
+    quality_flags.define_flags(flag_values)
+    for name in (*_KEY_FLAGS, *quality_flags.KEY_FLAGS):  # `--help` lists the key flags of the module named by argv[0]
         flag_values.register_key_flag_for_module(sys.argv[0], flag_values[name])
 
 
@@ -161,8 +172,9 @@ def _ints(text: str, flag: str) -> tuple[int, int, int, int]:
 
 def _options():
     """(ProcessOptions from the flags (validated, nothing written), the default detector
-    policy's one-line notice or None)."""
+    policy's one-line notice or None, the sync filter's status line)."""
     from data_pipelines.builders import ProcessOptions
+    from data_pipelines.quality.flags import filter_options
 
     if not 1 <= FLAGS.jpeg_quality <= 100:
         raise ValueError(f"--jpeg_quality must be 1-100, got {FLAGS.jpeg_quality}")
@@ -176,6 +188,7 @@ def _options():
         )
     if FLAGS.num_workers < 0:
         raise ValueError(f"--num_workers must be >= 0, got {FLAGS.num_workers}")
+    filters, sync_status = filter_options(FLAGS)  # before the detector policy may fetch weights
     box = _ints(FLAGS.box, "box") if FLAGS.box else None
     if FLAGS.face_detector == "box" and box is None:
         raise ValueError("--face_detector=box needs --box=y1,y2,x1,x2")
@@ -203,17 +216,22 @@ def _options():
         if not os.path.isfile(weights):
             raise FileNotFoundError(f"--s3fd_weights={weights}: no such file")
         weights = os.path.abspath(weights)
-    return ProcessOptions(
-        face_detector=kind,
-        s3fd_weights=weights,
-        box=box,
-        pads=_ints(FLAGS.pads, "pads"),
-        smooth=FLAGS.smooth,
-        jpeg_quality=FLAGS.jpeg_quality,
-        image_size=FLAGS.image_size,
-        min_frames=FLAGS.min_frames,
-        min_face_rate=FLAGS.min_face_rate,
-    ), notice
+    return (
+        ProcessOptions(
+            face_detector=kind,
+            s3fd_weights=weights,
+            box=box,
+            pads=_ints(FLAGS.pads, "pads"),
+            smooth=FLAGS.smooth,
+            jpeg_quality=FLAGS.jpeg_quality,
+            image_size=FLAGS.image_size,
+            min_frames=FLAGS.min_frames,
+            min_face_rate=FLAGS.min_face_rate,
+            **filters,
+        ),
+        notice,
+        sync_status,
+    )
 
 
 def _write_failures(out: pathlib.Path, failed: list) -> pathlib.Path:
@@ -297,6 +315,17 @@ def _remove_cached(cache: pathlib.Path, clip_ids: list[str]) -> None:
             path.unlink(missing_ok=True)
 
 
+def _write_quality_report(out: pathlib.Path, builder, sync_status: str) -> str:
+    """Writes OUT/report.json and report.md from the run's outcomes; returns a summary phrase."""
+    from data_pipelines.quality import report as quality
+
+    rep = quality.build_report(builder.outcomes(), sync_status)
+    js, _ = quality.write_report(out, rep)
+    counts = ", ".join(f"{k} {v}" for k, v in rep["counts"].items()) or "none"
+    seg = rep["segments"]
+    return f"segments {seg['out']} of {seg['in']} kept (drops: {counts}; {js})"
+
+
 def _size(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
@@ -315,7 +344,7 @@ def _main(argv: list[str]) -> None:
     out = pathlib.Path(FLAGS.out).absolute()
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out={FLAGS.out} exists and is not a directory; pass a directory path")
-    options, notice = _options()
+    options, notice, sync_status = _options()
 
     # Heavy imports only now: `--help` and flag errors stay fast.
     import tensorflow_datasets as tfds
@@ -349,6 +378,7 @@ def _main(argv: list[str]) -> None:
         config["beam_options"] = beam.options.pipeline_options.PipelineOptions(shlex.split(FLAGS.beam_options))
     tfds.disable_progress_bar()
     out.mkdir(parents=True, exist_ok=True)
+    print(f"{PROG}: {sync_status}", flush=True)
     start = time.perf_counter()
     try:
         builder.download_and_prepare(
@@ -358,13 +388,14 @@ def _main(argv: list[str]) -> None:
     finally:
         result = builder.run_result
         report = _write_failures(out, result.failed) if result is not None else None
+    quality = _write_quality_report(out, builder, sync_status)
     _remove_cached(out / "cache", stale)  # --overwrite: the replaced dataset's clips
     dataset = pathlib.Path(os.fspath(builder.data_dir))
     splits = " ".join(f"{k}={v.num_examples}" for k, v in sorted(builder.info.splits.items()))
     if result is None:  # Beam: the pipeline reports per-clip outcomes in its logs and counters
         print(
             f"{PROG}: {len(sources)} clips through Beam in {time.perf_counter() - start:.0f} s; "
-            f"splits {splits}; dataset {dataset}"
+            f"splits {splits}; {quality}; dataset {dataset}"
         )
         return
     ok = result.ok
@@ -377,7 +408,7 @@ def _main(argv: list[str]) -> None:
     print(
         f"{PROG}: {len(ok)} clips ok ({result.count('new')} new, {result.count('cached')} reused), {failed}; "
         f"{frames} frames, {_size(nbytes)} of JPEG + mel ({_size(nbytes / max(frames, 1))}/frame vs "
-        f"{_size(raw)} raw), {_size(stored)} stored; splits {splits}; {rate}; dataset {dataset}"
+        f"{_size(raw)} raw), {_size(stored)} stored; splits {splits}; {rate}; {quality}; dataset {dataset}"
     )
 
 

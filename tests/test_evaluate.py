@@ -21,7 +21,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from diff2lip_jax.evaluate import fid as fid_lib
 from diff2lip_jax.evaluate import lmd, lse, metrics, mouth, run
 from diff2lip_jax.evaluate import syncnet_python as sp
-from diff2lip_jax.face import crop_and_resize, make_detector
+from diff2lip_jax.face import make_detector
 
 torch = pytest.importorskip("torch")
 tnn, F = torch.nn, torch.nn.functional
@@ -386,30 +386,8 @@ def test_syncnet_crops_follow_run_pipeline_geometry():
 # --------------------------------------------------------------------------- LSE
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = x - x.mean(axis=-1, keepdims=True)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-8)
-
-
-class MouthEnergyScorer:
-    """Transparent scorer for synthetic faces, whose mouth opens with the audio level:
-    face embedding = darkness of the lower half over the 5 frames, audio embedding =
-    RMS level (dB) of the 5 frames' audio, both centred and unit-normed."""
-
-    name = "mouth-energy"
-
-    def crop(self, frames, boxes):
-        return crop_and_resize(frames, boxes, 64)
-
-    def audio_windows(self, wav, start_frames):
-        n = len(wav) // 640
-        per_frame = np.pad(wav[: n * 640], (0, 640 * 8)).reshape(-1, 640).astype(np.float64)
-        db = 20 * np.log10(np.sqrt(np.mean(per_frame**2, axis=1) + 1e-10))
-        return db[np.asarray(start_frames)[:, None] + np.arange(5)[None, :]]
-
-    def embed(self, faces, audio):
-        lum = faces[:, :, faces.shape[2] // 2 :].astype(np.float64).mean(axis=(2, 3, 4))
-        return _unit(-lum), _unit(np.maximum(audio, -50.0))
+# MouthEnergyScorer: mouth darkness vs audio level, the transparent scorer of the synthetic faces.
+from data_pipelines.synthetic.scorer import MouthEnergyScorer  # noqa: E402
 
 
 def test_sync_curve_protocol_math():

@@ -24,6 +24,7 @@ from data_pipelines.builders import (
     process,
     voxceleb2_sources,
 )
+from data_pipelines.builders import clip as clip_module
 from diff2lip_jax import audio, face
 from diff2lip_jax import data as d2l_data
 from diff2lip_jax.video import read_frames, write_video
@@ -103,7 +104,7 @@ class _FakeDetector:
 
 
 def test_chunked_detection_and_second_pass_equal_detect_faces(synth_dir, monkeypatch):
-    monkeypatch.setattr(process, "CHUNK", 16)  # several chunks per clip
+    monkeypatch.setattr(clip_module, "CHUNK", 16)  # several chunks per clip
     src = local_video_sources(str(_clip(synth_dir, 1)))[0]
     # min_face_rate=0: keep the clip although half its frames have no detection (gap filling is under test)
     opts = ProcessOptions(face_detector="dlib", pads=(1, 5, 2, 3), min_face_rate=0.0)
@@ -144,8 +145,8 @@ def test_bad_clips_are_reported_and_the_run_goes_on(messy_dir, tmp_path):
 
 def test_rerun_skips_finished_clips(messy_dir, tmp_path, monkeypatch):
     calls = []
-    real = process.process_clip
-    monkeypatch.setattr(process, "process_clip", lambda *a, **k: calls.append(a[0].clip_id) or real(*a, **k))
+    real = process.process_segments
+    monkeypatch.setattr(process, "process_segments", lambda *a, **k: calls.append(a[0].clip_id) or real(*a, **k))
 
     def run(**kw):
         builder = make_builder(

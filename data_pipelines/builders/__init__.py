@@ -2,8 +2,10 @@
 
 * :mod:`.sources`: finding clips (local folder/glob/filelist, VoxCeleb2, LRW) and
   assigning train/val/test splits by speaker.
-* :mod:`.process`: one clip -> one record (decode, detect, crop, JPEG, mel), run
-  over clips in a process pool, resumable, with per-clip failure reasons.
+* :mod:`.clip`: one clip -> its segments' records (decode, detect, cut at shots,
+  face and sync checks, crop, JPEG, mel), every dropped shot with its reason.
+* :mod:`.process`: the per-clip cache, run over clips in a process pool,
+  resumable, with per-clip failure reasons.
 * :mod:`.datasets`: the ``tfds.core.GeneratorBasedBuilder`` subclasses
   (``local_videos``, ``voxceleb2``, ``lrw``) writing ArrayRecord shards.
 """
@@ -15,7 +17,9 @@ from data_pipelines.builders.process import (
     ProcessOptions,
     RunResult,
     load_record,
+    load_records,
     process_clip,
+    process_segments,
     run_clips,
 )
 from data_pipelines.builders.sources import (
@@ -41,7 +45,9 @@ __all__ = [
     "ProcessOptions",
     "RunResult",
     "load_record",
+    "load_records",
     "process_clip",
+    "process_segments",
     "run_clips",
     "SPLIT_MODES",
     "VIDEO_EXTENSIONS",

@@ -105,6 +105,15 @@ class ClipDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
         super().__init__(**kwargs)
         self._cache_dir = cache_dir or os.path.join(os.fspath(self.data_dir_root), "cache")
 
+    def outcomes(self) -> list[dict[str, Any]]:
+        """Every clip's outcome of the last ``download_and_prepare`` as report dicts
+        (:func:`data_pipelines.quality.report.build_report`), from either path."""
+        from data_pipelines.quality.report import outcome_from_result
+
+        if self.run_result is not None:
+            return [outcome_from_result(r) for r in self.run_result.results]
+        return beam_outcomes(self._cache_dir)
+
     @abc.abstractmethod
     def find_sources(self, source: str) -> list[ClipSource]:
         """The clips of ``source`` (official split or "" for each)."""
@@ -155,7 +164,8 @@ class ClipDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
 
     def _generate_examples(self, results: list[ClipResult]) -> Iterator[tuple[str, dict[str, Any]]]:
         for r in results:
-            yield r.source.clip_id, process.load_record(r.cache_path)
+            for rec in process.load_records(r.cache_path):
+                yield rec["clip_id"], rec
 
 
 class _UncompressedArrayRecordWriter(tfds.core.writer.ExampleWriter):
@@ -181,32 +191,71 @@ class _UncompressedArrayRecordWriter(tfds.core.writer.ExampleWriter):
 
 
 def _beam_examples(sources: list[ClipSource], options: ProcessOptions, list_path: epath.Path):
-    """A Beam PTransform: clip sources -> (clip_id, record); failures are logged and counted.
+    """A Beam PTransform: clip sources -> (record id, record); every clip's outcome is counted and logged.
 
     The clip list goes to a JSONL file that the workers read in splits (rather
     than into the pipeline graph through ``beam.Create``: ~150 bytes per clip
     would make a million-clip graph too large for some runners). ``list_path``
     and the videos must be readable by the workers (a shared filesystem, or a
-    ``gs://`` list with gcsfs and the videos on a mount).
+    ``gs://`` list with gcsfs and the videos on a mount). Each clip's outcome
+    (the shots' summaries, or the failure with its reason code) is written to
+    ``<list_path stem>.outcomes-*.jsonl`` beside the list, which
+    :func:`beam_outcomes` reads back for the quality report, and counted in Beam
+    counters ``diff2lip/<reason code>`` (``kept_segments``, ``clips``).
     """
     beam = tfds.core.lazy_imports.apache_beam
     list_path.parent.mkdir(parents=True, exist_ok=True)
     list_path.write_text("".join(json.dumps(dataclasses.asdict(s)) + "\n" for s in sources))
+    for old in list_path.parent.glob(f"{list_path.stem}.outcomes-*"):
+        old.unlink()
+    prefix = os.fspath(list_path.parent / f"{list_path.stem}.outcomes")
 
-    def make(src: ClipSource) -> Iterator[tuple[str, dict[str, Any]]]:
+    def make(src: ClipSource) -> Iterator[Any]:
+        counter = beam.metrics.Metrics.counter
+        counter("diff2lip", "clips").inc()
         try:
-            # process._detector keeps one detector per Beam worker process.
-            yield src.clip_id, process.process_clip(src, options, process._detector(options))
+            outcome = process.run_one(src, options)  # one detector and scorer per Beam worker process
         except Exception as e:
-            beam.metrics.Metrics.counter("diff2lip", "failed_clips").inc()
-            logging.warning("diff2lip: %s failed: %s", src.path, process._one_line(e, src.path))
+            reason, code = process._one_line(e, src.path), process.reason_code(e)
+            counter("diff2lip", code).inc()
+            logging.warning("diff2lip: %s failed: %s", src.path, reason)
+            yield beam.pvalue.TaggedOutput("outcomes", _outcome_line(src, [], reason, code))
+            return
+        for shot in outcome.dropped:
+            counter("diff2lip", shot["code"]).inc()
+        counter("diff2lip", "kept_segments").inc(len(outcome.records))
+        first = outcome.dropped[0] if not outcome.records else {"reason": "", "code": ""}
+        yield beam.pvalue.TaggedOutput("outcomes", _outcome_line(src, outcome.shots, first["reason"], first["code"]))
+        for rec in outcome.records:
+            yield rec["clip_id"], rec
 
-    return (
-        beam.io.ReadFromText(os.fspath(list_path))
-        | beam.Reshuffle()  # spread clips over workers (text splits are contiguous)
-        | beam.Map(lambda line: ClipSource(**json.loads(line)))
-        | beam.FlatMap(make)
+    @beam.ptransform_fn
+    def transform(pipeline):
+        results = (
+            pipeline
+            | "read" >> beam.io.ReadFromText(os.fspath(list_path))
+            | "spread" >> beam.Reshuffle()  # spread clips over workers (text splits are contiguous)
+            | "parse" >> beam.Map(lambda line: ClipSource(**json.loads(line)))
+            | "process" >> beam.FlatMap(make).with_outputs("outcomes", main="records")
+        )
+        _ = results.outcomes | "outcomes" >> beam.io.WriteToText(prefix, file_name_suffix=".jsonl")
+        return results.records
+
+    return transform()
+
+
+def _outcome_line(src: ClipSource, shots: list, reason: str, code: str) -> str:
+    return json.dumps(
+        {"clip_id": src.clip_id, "source": src.path, "split": src.split, "reason": reason, "code": code, "shots": shots}
     )
+
+
+def beam_outcomes(cache_dir: str) -> list[dict[str, Any]]:
+    """The per-clip outcomes a Beam run wrote (see :func:`_beam_examples`), in no particular order."""
+    out = []
+    for path in sorted(epath.Path(cache_dir, "beam").glob("*.outcomes-*")):
+        out.extend(json.loads(line) for line in path.read_text().splitlines() if line.strip())
+    return out
 
 
 class LocalVideos(ClipDatasetBuilder, skip_registration=True):

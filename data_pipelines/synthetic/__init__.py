@@ -8,7 +8,9 @@ and width follow the audio of each video frame. The console script is
 output layout.
 
 Submodules: ``voice`` (audio and audio features), ``faces`` (identities and the
-mouth), ``clip`` (head motion and the in-memory generator), ``cli`` (files).
+mouth), ``clip`` (head motion and the in-memory generator), ``cli`` (files),
+``scorer`` (a transparent sync scorer for these faces), ``faults`` (a small set with
+planted faults for the data-quality filters).
 Importing this package defines no absl flags; :func:`run` does.
 """
 

@@ -43,6 +43,9 @@ FEATURE_NAMES = (
     "has_face",
     "frames",
     "mel",
+    "segment",
+    "av_offset",
+    "sync_confidence",
 )
 
 
@@ -61,6 +64,12 @@ def tfds_features():
     * ``mel`` float32 ``[80, T]``: :func:`diff2lip_jax.audio.melspectrogram` of the
       16 kHz audio (float32 kept: it is ~15% of a record, and float16 would change
       the model inputs).
+    * ``segment`` float32 ``[2]``: (start, end) of the record in the source video, seconds
+      (a clip split at shot cuts gives one record per kept shot).
+    * ``av_offset`` int32: the audio-visual offset in frames found by the sync filter
+      (syncnet_python's sign: audio k frames late -> -k); the stored mel is already
+      corrected by it. 0 when the filter is off.
+    * ``sync_confidence`` float32: the filter's confidence after the correction (NaN: not scored).
     """
     import tensorflow_datasets as tfds
 
@@ -77,6 +86,9 @@ def tfds_features():
             "has_face": f.Tensor(shape=(None,), dtype=np.bool_),
             "frames": f.Tensor(shape=(None,), dtype=np.object_),
             "mel": f.Tensor(shape=(NUM_MELS, None), dtype=np.float32),
+            "segment": f.Tensor(shape=(2,), dtype=np.float32),
+            "av_offset": f.Scalar(dtype=np.int32),
+            "sync_confidence": f.Scalar(dtype=np.float32),
         }
     )
 
