@@ -26,11 +26,11 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from diff2lip_jax.constants import WEIGHTS
 from diff2lip_jax.models import UNetConfig, abstract_params
 from diff2lip_jax.models.syncnet import NUM_FRAMES, SyncNet
 
 CHECKPOINTS = "checkpoints"
-WEIGHTS = ("ema", "raw")  # which weights of a training workdir: the EMA `params` item, or `state.params`
 
 
 class CheckpointError(ValueError):

@@ -30,4 +30,10 @@ __all__ = [
     "MEL_STEPS_PER_SECOND",
     "MEL_STEPS_PER_WINDOW",
     "FRAMES_PER_WINDOW",
+    "WEIGHTS",
+    "PRECISIONS",
 ]
+
+# Choices that both the console scripts (no jax import before --help) and the library check.
+WEIGHTS = ("ema", "raw")  # which weights of a training workdir: the EMA `params` item, or `state.params`
+PRECISIONS = ("auto", "float32", "bfloat16")  # sampler compute dtype; auto: the model flags' (use_fp16)

@@ -32,6 +32,7 @@ import sys
 from absl import flags
 
 from diff2lip_jax import cli
+from diff2lip_jax.constants import PRECISIONS, WEIGHTS
 
 PROG = "diff2lip-generate"
 FLAGS = flags.FLAGS
@@ -55,7 +56,7 @@ def define_flags() -> None:
     flags.DEFINE_enum(
         "precision",
         "auto",
-        ["auto", "float32", "bfloat16"],  # generate.model.PRECISIONS
+        list(PRECISIONS),
         "sampler compute dtype: auto = the model flags' (use_fp16); bfloat16 is about 2x faster on GPUs/TPUs",
     )
     flags.DEFINE_integer("seed", 7, "seed of the one start-noise image shared by every frame")
@@ -63,7 +64,7 @@ def define_flags() -> None:
     flags.DEFINE_enum(
         "weights",
         "ema",
-        ["ema", "raw"],  # checkpoint.WEIGHTS (not imported: --help stays free of jax)
+        list(WEIGHTS),
         "a training workdir's EMA params, or its raw params (better early in training, while the EMA is "
         "mostly the initialisation)",
     )

@@ -37,12 +37,12 @@ from jax.sharding import PartitionSpec as P
 from diff2lip_jax import checkpoint as ckpt
 from diff2lip_jax import default_config
 from diff2lip_jax.conditioning import FACE_HIDE_PERCENTAGE, lower_half_mask, masked_cond_img
+from diff2lip_jax.constants import PRECISIONS
 from diff2lip_jax.diffusion import DIFFUSION_FLAGS, create_diffusion_from_config
 from diff2lip_jax.images import uint8_to_unit, unit_to_uint8_truncate
 from diff2lip_jax.models import UNetConfig, build_unet
 
 STATE_DICT_SUFFIXES = (".pt", ".pth", ".safetensors")
-PRECISIONS = ("auto", "float32", "bfloat16")  # auto: the model flags' (use_fp16 / compute_dtype)
 
 # Traces of the sampler body, for tests and stats: a retrace means a recompilation.
 _TRACES = {"count": 0}
