@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from diff2lip_jax.models import conv_cpu
 from diff2lip_jax.models.attention import attention
 from diff2lip_jax.models.groupnorm import group_norm
+from diff2lip_jax.models.resample import avg_pool, upsample_nearest
 
 Dtype = jnp.dtype
 
@@ -83,16 +84,6 @@ def conv(
 
 def dense(features: int, dtype: Dtype, name: str) -> nn.Dense:
     return nn.Dense(features, dtype=dtype, param_dtype=jnp.float32, name=name)
-
-
-def upsample_nearest(x: jax.Array) -> jax.Array:
-    """[N, H, W, C] -> [N, 2H, 2W, C], nearest neighbour."""
-    return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
-
-
-def avg_pool(x: jax.Array, stride: tuple[int, int]) -> jax.Array:
-    """Average pooling with kernel = stride over the spatial axes of [N, H, W, C]."""
-    return nn.avg_pool(x, stride, strides=stride)
 
 
 class Upsample(nn.Module):
