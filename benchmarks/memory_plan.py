@@ -36,10 +36,11 @@ FLAGS = flags.FLAGS
 def step_memory(cfg, data: int, fsdp: int, per_device: int) -> dict:
     """XLA's per-device memory plan of the train step (GiB), compiled on abstract inputs."""
     import jax
-    from common import memory_bytes, random_train_batch
+    from common import memory_bytes
 
     from diff2lip_jax import parallel
     from diff2lip_jax.train.build import build_modules, init_state
+    from diff2lip_jax.train.diff2lip import random_batch
     from diff2lip_jax.train.step import make_train_step
 
     mesh = parallel.make_mesh(data, fsdp)
@@ -47,7 +48,7 @@ def step_memory(cfg, data: int, fsdp: int, per_device: int) -> dict:
     state = jax.eval_shape(lambda: init_state(cfg, modules))
     shardings = parallel.fsdp_shardings(state, mesh)
     rep, batch_sh = parallel.replicated(mesh), parallel.batch_sharding(mesh)
-    batch = random_train_batch(per_device * mesh.devices.size, modules.model.cfg.image_size)
+    batch = random_batch(per_device * mesh.devices.size, modules.model.cfg.image_size, nrefer=modules.model.cfg.nrefer)
     abstract = lambda tree, sh: jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, sh)
     step = jax.jit(
         make_train_step(modules, cfg),
