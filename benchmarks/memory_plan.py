@@ -21,6 +21,7 @@ import os
 import sys
 
 from absl import app, flags
+from common import memory_bytes  # numpy only: jax starts later, after the fake-device flag
 
 OFFICIAL = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "configs", "diff2lip.py") + ":official"
 
@@ -36,7 +37,6 @@ FLAGS = flags.FLAGS
 def step_memory(cfg, data: int, fsdp: int, per_device: int) -> dict:
     """XLA's per-device memory plan of the train step (GiB), compiled on abstract inputs."""
     import jax
-    from common import memory_bytes
 
     from diff2lip_jax import parallel
     from diff2lip_jax.train.build import build_modules, init_state
@@ -88,8 +88,6 @@ def sampler_memory(cfg, per_device: int) -> float:
         crops,
         jax.ShapeDtypeStruct((per_device, 80, 16), np.float32),
     )
-    from common import memory_bytes
-
     return memory_bytes(lowered.compile()) / 2**30
 
 
