@@ -14,6 +14,15 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet -e ".[torch,dev,landmarks]"
+# Only the headless OpenCV (setup.cfg: scenedetect-headless). A venv made when setup.cfg asked
+# for `scenedetect` also holds the GUI opencv-python; each GUI/headless pair writes the same
+# files, so removing the GUI packages deletes files of the headless ones: reinstall those
+# (same versions, no deps) after.
+	if $(PY) -m pip show --quiet opencv-python >/dev/null 2>&1; then \
+	  $(PY) -m pip uninstall --quiet --yes opencv-python scenedetect && \
+	  $(PY) -m pip install --quiet --no-deps --force-reinstall \
+	    $$($(PY) -m pip list --format=freeze | grep -iE '^(opencv-python-headless|scenedetect-headless)=='); \
+	fi
 	touch $@
 
 install: $(VENV)/.installed

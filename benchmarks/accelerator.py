@@ -340,18 +340,11 @@ def main(argv):
     cfg = FLAGS.config
     cfg.lpips.mode = "random"  # same FLOPs as the pretrained VGG16; nothing to download
     cfg.syncnet.checkpoint = ""
-    import jax
-    import numpy as np
-
-    from diff2lip_jax.models import UNetConfig, abstract_params
+    from diff2lip_jax.models import random_params
 
     env = environment()
     kind = env["device_kind"]
-    rng = np.random.default_rng(0)  # throughput only: any non-degenerate weights do
-    params_host = jax.tree.map(
-        lambda s: (0.02 * rng.standard_normal(s.shape)).astype(np.float32),
-        abstract_params(UNetConfig.from_flags(cfg.model)),
-    )
+    params_host = random_params(cfg.model, seed=0)  # throughput only: any non-degenerate weights do
     rows: list[dict] = []
     if "unet" in FLAGS.parts:
         rows += bench_unet(cfg, kind)

@@ -131,17 +131,6 @@ def bench_torch(repo, flags_dict, params, cfg, inputs, modes, repeats, state_dic
     return results
 
 
-def random_train_batch(b: int, size: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """A random training batch of `b` 5-frame sequences at `size` px (the loader's keys)."""
-    rng = np.random.default_rng(seed)
-    return dict(
-        frames=rng.uniform(-1, 1, (b, 5, size, size, 3)).astype(np.float32),
-        ref=rng.uniform(-1, 1, (b, size, size, 3)).astype(np.float32),
-        indiv_mels=rng.standard_normal((b, 5, 80, 16)).astype(np.float32),
-        sync_mel=rng.standard_normal((b, 80, 16)).astype(np.float32),
-    )
-
-
 def compile_train_step(cfg, batch: int):
     """The real five-loss train step of `cfg`, jitted with the config's mesh shardings and
     compiled for `batch` sequences: (compiled, state, frozen, batch arrays, mesh, compile s)."""
@@ -149,6 +138,7 @@ def compile_train_step(cfg, batch: int):
 
     from diff2lip_jax import parallel
     from diff2lip_jax.train.build import build_modules, init_state
+    from diff2lip_jax.train.diff2lip import random_batch
     from diff2lip_jax.train.step import make_train_step
 
     mesh = parallel.make_mesh(cfg.mesh.data, cfg.mesh.fsdp)
@@ -157,7 +147,9 @@ def compile_train_step(cfg, batch: int):
     shardings = parallel.fsdp_shardings(state, mesh)
     state = jax.device_put(state, shardings)
     frozen = jax.device_put(frozen, parallel.replicated(mesh))
-    arrays = parallel.host_to_global(random_train_batch(batch, modules.model.cfg.image_size), mesh)
+    arrays = parallel.host_to_global(
+        random_batch(batch, modules.model.cfg.image_size, nrefer=modules.model.cfg.nrefer), mesh
+    )
     step = jax.jit(
         make_train_step(modules, cfg),
         donate_argnums=0,

@@ -144,7 +144,7 @@ def main(argv):
     from data_pipelines.synthetic import generate_dataset
     from diff2lip_jax import checkpoint
     from diff2lip_jax.generate.model import load_config
-    from diff2lip_jax.models import UNetConfig, abstract_params
+    from diff2lip_jax.models import random_params
 
     width, height = (int(v) for v in FLAGS.size.lower().split("x"))
     results = {}
@@ -160,14 +160,7 @@ def main(argv):
         _loop(base_audio, long_audio, seconds)
         print(f"inputs: {FLAGS.minutes:g} min {width}x{height} in {time.perf_counter() - t0:.0f} s", flush=True)
         cfg = load_config(f"{REPO / 'configs' / 'diff2lip.py'}:tiny")
-        import jax
-        import numpy as np
-
-        rng = np.random.default_rng(0)
-        params = jax.tree.map(
-            lambda s: (0.05 * rng.standard_normal(s.shape)).astype(np.float32),
-            abstract_params(UNetConfig.from_flags(cfg.model)),
-        )
+        params = random_params(cfg.model, seed=0)
         checkpoint.save_model(str(tmp / "model"), params, cfg.model, meta={"diffusion": cfg.diffusion.to_dict()})
         common = dict(checkpoint=str(tmp / "model"), ddim_steps=FLAGS.ddim_steps, face_detector="voxceleb2")
         common.update(progress=False, batch_size=32)

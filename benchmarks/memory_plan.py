@@ -21,6 +21,7 @@ import os
 import sys
 
 from absl import app, flags
+from common import memory_bytes  # numpy only: jax starts later, after the fake-device flag
 
 OFFICIAL = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "configs", "diff2lip.py") + ":official"
 
@@ -36,10 +37,10 @@ FLAGS = flags.FLAGS
 def step_memory(cfg, data: int, fsdp: int, per_device: int) -> dict:
     """XLA's per-device memory plan of the train step (GiB), compiled on abstract inputs."""
     import jax
-    from common import memory_bytes, random_train_batch
 
     from diff2lip_jax import parallel
     from diff2lip_jax.train.build import build_modules, init_state
+    from diff2lip_jax.train.diff2lip import random_batch
     from diff2lip_jax.train.step import make_train_step
 
     mesh = parallel.make_mesh(data, fsdp)
@@ -47,7 +48,7 @@ def step_memory(cfg, data: int, fsdp: int, per_device: int) -> dict:
     state = jax.eval_shape(lambda: init_state(cfg, modules))
     shardings = parallel.fsdp_shardings(state, mesh)
     rep, batch_sh = parallel.replicated(mesh), parallel.batch_sharding(mesh)
-    batch = random_train_batch(per_device * mesh.devices.size, modules.model.cfg.image_size)
+    batch = random_batch(per_device * mesh.devices.size, modules.model.cfg.image_size, nrefer=modules.model.cfg.nrefer)
     abstract = lambda tree, sh: jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, sh)
     step = jax.jit(
         make_train_step(modules, cfg),
@@ -87,8 +88,6 @@ def sampler_memory(cfg, per_device: int) -> float:
         crops,
         jax.ShapeDtypeStruct((per_device, 80, 16), np.float32),
     )
-    from common import memory_bytes
-
     return memory_bytes(lowered.compile()) / 2**30
 
 

@@ -76,28 +76,6 @@ def max_abs_diff_tree(a, b) -> float:
     return max(jax.tree.leaves(diffs), default=0.0)
 
 
-def random_unet_params(model_flags, seed: int = 0) -> dict:
-    """Non-zero random float32 params of the UNet's shapes, scaled by fan-in so activations stay
-    O(1) (no jitted init: compiling it costs a minute)."""
-    import math
-
-    from flax.traverse_util import flatten_dict, unflatten_dict
-
-    from diff2lip_jax.models import abstract_params
-
-    rng = np.random.default_rng(seed)
-    out = {}
-    for path, leaf in flatten_dict(abstract_params(model_flags)).items():
-        if path[-1] == "kernel":
-            value = rng.standard_normal(leaf.shape) / math.sqrt(np.prod(leaf.shape[:-1]))
-        elif path[-1] == "scale":
-            value = 1.0 + 0.05 * rng.standard_normal(leaf.shape)
-        else:
-            value = 0.05 * rng.standard_normal(leaf.shape)
-        out[path] = value.astype(np.float32)
-    return unflatten_dict(out)
-
-
 # --------------------------------------------------------------------------- CLIs
 
 

@@ -29,14 +29,11 @@ def tiny_config():
 
 def save_tiny_model(path: pathlib.Path) -> pathlib.Path:
     """A model directory with random tiny params, as a training run writes it (diffusion flags in the meta)."""
-    from helpers import random_unet_params
-
     from diff2lip_jax import checkpoint
+    from diff2lip_jax.models import random_params
 
     cfg = tiny_config()
-    checkpoint.save_model(
-        str(path), random_unet_params(cfg.model), cfg.model, meta={"diffusion": cfg.diffusion.to_dict()}
-    )
+    checkpoint.save_model(str(path), random_params(cfg.model), cfg.model, meta={"diffusion": cfg.diffusion.to_dict()})
     return path
 
 

@@ -13,6 +13,7 @@ from helpers import prepare_box_dataset
 from data_pipelines import synthetic
 from diff2lip_jax import audio
 from diff2lip_jax import data as d2l_data
+from diff2lip_jax.train.diff2lip import BATCH_KEYS, random_batch
 
 NUM_CLIPS = 6
 ONE = grain.sharding.ShardOptions(shard_index=0, shard_count=1)
@@ -77,6 +78,8 @@ def test_batch_shapes_dtypes_ranges(prepared):
         "ref_index": ((4,), np.int32),
     }
     assert {k: (v.shape, v.dtype) for k, v in batch.items()} == expect
+    # The tests' and benchmarks' stand-in has the step's share of it.
+    assert {k: (v.shape, v.dtype) for k, v in random_batch(4, 128).items()} == {k: expect[k] for k in BATCH_KEYS}
     for key in ("frames", "ref"):
         assert batch[key].min() >= -1.0 and batch[key].max() <= 1.0
         assert batch[key].std() > 0.1  # real images, not a constant
@@ -88,6 +91,7 @@ def test_resize_and_several_references(prepared):
     batch = next(_loader(prepared, global_batch_size=2, image_size=64, nrefer=3))
     assert batch["frames"].shape == (2, 5, 64, 64, 3) and batch["ref"].shape == (2, 3, 64, 64, 3)
     assert batch["ref_index"].shape == (2, 3)
+    assert {k: v.shape for k, v in random_batch(2, 64, nrefer=3).items()} == {k: batch[k].shape for k in BATCH_KEYS}
 
 
 def test_window_rules_and_reference_outside_window(prepared, clips):

@@ -66,6 +66,15 @@ def test_no_faces_and_bad_index():
         FaceFollower(face_index=-1)
 
 
+def test_bad_index_fails_before_any_work():
+    from diff2lip_jax.generate import frames as frames_lib
+
+    # generate's check before the model loads and a frame is decoded; the index is checked
+    # before the detector is looked at.
+    with pytest.raises(ValueError, match="--face_index=-1"):
+        frames_lib.check_face_choice(-1, None, detector=None)
+
+
 # -- end to end: a two-face clip through the generate pipeline ------------------------------
 
 

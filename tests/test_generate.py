@@ -12,13 +12,14 @@ import pathlib
 import cv2
 import numpy as np
 import pytest
-from helpers import max_abs_diff_tree, one_line_error, random_unet_params, run_module
+from helpers import max_abs_diff_tree, one_line_error, run_module
 from helpers_generate import BATCH, DDIM, ENCODING_TOL, SIZE, leftovers, regions, run, tiny_config
 
 from diff2lip_jax.audio import SAMPLE_RATE, load_audio, save_wav
 from diff2lip_jax.generate import frames as frames_lib
 from diff2lip_jax.generate import model as model_lib
 from diff2lip_jax.generate import pingpong_source
+from diff2lip_jax.models import random_params
 from diff2lip_jax.video import MediaError, VideoWriter, probe, read_frames
 
 
@@ -319,14 +320,14 @@ def test_model_directory_is_sampled_with_its_training_diffusion_flags(tmp_path):
     cfg = tiny_config()
     mine = bool(cfg.diffusion.predict_xstart)
     trained = dict(cfg.diffusion.to_dict(), predict_xstart=not mine, noise_schedule="cosine")
-    checkpoint.save_model(str(tmp_path / "m"), random_unet_params(cfg.model), cfg.model, meta={"diffusion": trained})
+    checkpoint.save_model(str(tmp_path / "m"), random_params(cfg.model), cfg.model, meta={"diffusion": trained})
     flags = dict(model_lib.load_checkpoint(tmp_path / "m").diffusion)
     assert flags["predict_xstart"] is (not mine) and flags["noise_schedule"] == "cosine"
     assert flags["learn_sigma"] == cfg.model.learn_sigma
     overridden = dict(model_lib.load_checkpoint(tmp_path / "m", config=cfg).diffusion)
     assert overridden["predict_xstart"] is mine and overridden["noise_schedule"] == "linear"
     # A directory without training meta (diff2lip-convert import) samples with the official flags.
-    checkpoint.save_model(str(tmp_path / "imported"), random_unet_params(cfg.model), cfg.model)
+    checkpoint.save_model(str(tmp_path / "imported"), random_params(cfg.model), cfg.model)
     assert dict(model_lib.load_checkpoint(tmp_path / "imported").diffusion)["predict_xstart"] is False
 
 
@@ -342,7 +343,7 @@ def test_weights_raw_reads_the_training_state_params(prepared_dataset, tmp_path)
     from diff2lip_jax.train.task import close_iterator
 
     cfg = tiny_config()
-    raw, ema = random_unet_params(cfg.model, seed=1), random_unet_params(cfg.model, seed=2)
+    raw, ema = random_params(cfg.model, seed=1), random_params(cfg.model, seed=2)
     tx, d_tx = make_optimizers(cfg)
     state = create_train_state(raw, {}, jax.random.key(0), tx, d_tx).replace(ema_params=ema)
     it = make_train_loader(prepared_dataset, "train", 2, 0, 0, image_size=SIZE, nrefer=1)

@@ -14,7 +14,6 @@ import os
 
 import numpy as np
 import pytest
-from helpers import random_unet_params
 
 from diff2lip_jax.constants import FPS
 from diff2lip_jax.video import ffmpeg_exe, iter_frames
@@ -48,6 +47,7 @@ def test_generate_equals_official_generate_py(tmp_path, monkeypatch):
     from diff2lip_jax.convert import flax_to_torch
     from diff2lip_jax.generate import generate, pipeline
     from diff2lip_jax.generate import model as model_lib
+    from diff2lip_jax.models import random_params
     from diff2lip_jax.official_reference import (
         build_official_diffusion,
         build_official_model,
@@ -57,7 +57,7 @@ def test_generate_equals_official_generate_py(tmp_path, monkeypatch):
     manifest = generate_dataset(tmp_path / "clip", num_clips=1, seed=0, size=(128, 128), seconds=1.0)
     entry = manifest["clips"][0]
     video, audio = str(tmp_path / "clip" / entry["video"]), str(tmp_path / "clip" / entry["audio"])
-    params = random_unet_params(MODEL_FLAGS, seed=0)
+    params = random_params(MODEL_FLAGS, seed=0)
     diffusion = dict(default_config.get_config().diffusion)
     checkpoint.save_model(str(tmp_path / "model"), params, MODEL_FLAGS, meta={"diffusion": diffusion})
 

@@ -17,6 +17,7 @@ from helpers_config import config_module, load_config
 from diff2lip_jax import parallel
 from diff2lip_jax.models.discriminator import d_loss
 from diff2lip_jax.train.build import build_modules, init_state
+from diff2lip_jax.train.diff2lip import random_batch
 from diff2lip_jax.train.sampling import GRID_COLUMNS, make_sample_fn
 from diff2lip_jax.train.step import generator_losses, make_train_step, sample_timesteps
 
@@ -37,22 +38,12 @@ def tiny_config(losses="gan"):
 SIZE = tiny_config().model.image_size
 
 
-def random_batch(seed, b=B, size=SIZE):
-    rng = np.random.default_rng(seed)
-    return dict(
-        frames=rng.uniform(-1, 1, (b, 5, size, size, 3)).astype(np.float32),
-        ref=rng.uniform(-1, 1, (b, size, size, 3)).astype(np.float32),
-        indiv_mels=rng.standard_normal((b, 5, 80, 16)).astype(np.float32),
-        sync_mel=rng.standard_normal((b, 80, 16)).astype(np.float32),
-    )
-
-
 @pytest.fixture(scope="module")
 def setup(request):
     cfg = tiny_config()
     modules, frozen = build_modules(cfg)
     state = init_state(cfg, modules)
-    batch = random_batch(seed_for(request.node.nodeid))
+    batch = random_batch(B, SIZE, seed_for(request.node.nodeid))
     step = jax.jit(make_train_step(modules, cfg))
     new_state, metrics = step(state, frozen, batch)
     return cfg, modules, frozen, state, batch, new_state, jax.device_get(metrics)
@@ -147,7 +138,7 @@ def test_sharded_step_on_a_4x2_mesh_matches_one_device(setup):
 
 def test_sample_grid_columns_are_in_the_stated_order(setup):
     cfg, modules, _, state, _, _, _ = setup
-    batch = {k: jnp.asarray(v[:1]) for k, v in random_batch(3).items()}  # 1 sequence: 5 frames
+    batch = {k: jnp.asarray(v[:1]) for k, v in random_batch(B, SIZE, 3).items()}  # 1 sequence: 5 frames
     cfg = tiny_config()
     cfg.train.sample_ddim_steps = 2
     columns = dict(zip(GRID_COLUMNS, make_sample_fn(modules.model, cfg)(state.params, batch, jax.random.key(0))))
@@ -169,9 +160,7 @@ def test_two_reference_frames_train(request):
         cfg.loss[name] = 0.0
     modules, frozen = build_modules(cfg)
     state = init_state(cfg, modules)
-    rng = np.random.default_rng(seed_for(request.node.nodeid))
-    batch = random_batch(seed_for(request.node.nodeid), b=2)
-    batch["ref"] = rng.uniform(-1, 1, (2, 2, SIZE, SIZE, 3)).astype(np.float32)
+    batch = random_batch(2, SIZE, seed_for(request.node.nodeid), nrefer=2)
     step = jax.jit(make_train_step(modules, cfg))
     for _ in range(2):
         state, metrics = step(state, frozen, batch)

@@ -12,7 +12,7 @@ from flax.traverse_util import flatten_dict
 from helpers import rel_l2
 
 from diff2lip_jax.convert import flax_to_torch, torch_key, torch_to_flax
-from diff2lip_jax.models import UNetConfig, abstract_params, build_unet, init_params
+from diff2lip_jax.models import UNetConfig, abstract_params, build_unet, init_params, random_params
 
 RTOL_NETWORK = 1e-4  # relative L2 for a float32 port (shared/reference/README.md)
 
@@ -120,6 +120,15 @@ def test_compiles_for_supported_sizes(size):
     )
     assert jax.eval_shape(model.apply, *args, **kwargs).shape == (b, size, size, 6)
     assert jax.jit(model.apply).lower(*args, **kwargs).compile() is not None
+
+
+def test_random_params_have_the_model_shapes_are_seeded_and_nonzero():
+    flags = dict(TINY, image_size=64, attention_resolutions="8")
+    template = flatten_dict(abstract_params(flags))
+    a, b = flatten_dict(random_params(flags, seed=1)), flatten_dict(random_params(flags, seed=1))
+    assert {k: (v.shape, v.dtype) for k, v in a.items()} == {k: (v.shape, np.float32) for k, v in template.items()}
+    assert all(np.array_equal(a[k], b[k]) and np.any(a[k] != 0) for k in a)
+    assert not np.array_equal(a[("out_2", "kernel")], flatten_dict(random_params(flags, seed=2))[("out_2", "kernel")])
 
 
 # Every flag the official TFGModel accepts, in the combinations that change its layout.

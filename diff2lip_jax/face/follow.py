@@ -35,6 +35,14 @@ def box_iou(box: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area(b) + area(c) - inter, 1e-9)
 
 
+def check_face_index(face_index: int) -> int:
+    """`face_index` as an int, or ValueError (worded for --face_index) when it is negative:
+    a negative index would silently pick from the smallest faces."""
+    if int(face_index) < 0:
+        raise ValueError(f"--face_index={face_index}: must be >= 0 (0 = the largest face)")
+    return int(face_index)
+
+
 def _size(boxes: np.ndarray) -> np.ndarray:
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     return np.sqrt(np.clip(boxes[:, 2] - boxes[:, 0], 1, None) * np.clip(boxes[:, 3] - boxes[:, 1], 1, None))
@@ -69,11 +77,10 @@ class FaceFollower:
         max_size_ratio: float = 1.5,
         min_score: float = -np.inf,
     ):
-        if face_index < 0:
-            raise ValueError(f"--face_index={face_index}: must be >= 0 (0 = the largest face)")
         if hint is not None and len(hint) != 4:
             raise ValueError(f"face hint must be (x1, y1, x2, y2), got {hint}")
-        self.face_index, self.hint = int(face_index), None if hint is None else np.asarray(hint, np.float64)
+        self.face_index = check_face_index(face_index)
+        self.hint = None if hint is None else np.asarray(hint, np.float64)
         self.min_iou, self.reacquire, self.max_size_ratio = min_iou, reacquire, max_size_ratio
         self.min_score = float(min_score)
         self.last: np.ndarray | None = None  # the last tracked box

@@ -41,7 +41,7 @@ from diff2lip_jax.face import (
     make_detector,
     track_from_detections,
 )
-from diff2lip_jax.face.follow import FaceFollower
+from diff2lip_jax.face.follow import FaceFollower, check_face_index
 from diff2lip_jax.video import MediaError, ffmpeg_command, ffmpeg_error_summary, iter_frames
 
 SEGMENT_BYTES = 64 << 20  # raw frame bytes per cache segment (host memory when reading it back)
@@ -75,8 +75,8 @@ def choose_detector(
 def check_face_choice(face_index: int, face_hint: Sequence[int] | None, detector: FaceDetector) -> tuple | None:
     """Validates --face_index / --face_hint (y1, y2, x1, x2) before any work; the hint as
     (x1, y1, x2, y2), or None. They need a detector that lists every face."""
-    if int(face_index) < 0:
-        raise ValueError(f"--face_index={face_index}: must be >= 0 (0 = the largest face)")
+    # face.follow owns the rule; FaceFollower applies it only once the video is being decoded.
+    face_index = check_face_index(face_index)
     if (face_index or face_hint is not None) and not hasattr(detector, "detect_all"):
         raise ValueError(
             "--face_index/--face_hint choose among several faces; the fixed-box detectors have one "

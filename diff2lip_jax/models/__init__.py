@@ -18,7 +18,14 @@ from diff2lip_jax.models.syncnet import (
     to_wav2lip_faces,
     wav2lip_variables_from_state_dict,
 )
-from diff2lip_jax.models.unet import TFGUNet, abstract_params, build_unet, init_params, resolve_compute_dtype
+from diff2lip_jax.models.unet import (
+    TFGUNet,
+    abstract_params,
+    build_unet,
+    init_params,
+    random_params,
+    resolve_compute_dtype,
+)
 
 __all__ = [
     "OFFICIAL_MODEL_FLAGS",
@@ -28,6 +35,7 @@ __all__ = [
     "abstract_params",
     "build_unet",
     "init_params",
+    "random_params",
     "resolve_compute_dtype",
     "SequenceDiscriminator",
     "d_loss",

@@ -6,12 +6,15 @@ flags, so `diff2lip_jax.convert` exchanges weights with it in both directions.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
+from flax.traverse_util import flatten_dict, unflatten_dict
 
 from diff2lip_jax.models.config import NUM_CLASSES, AudioEncoderConfig, UNetConfig
 from diff2lip_jax.models.layers import (
@@ -231,6 +234,29 @@ def abstract_params(model_cfg: Mapping[str, Any] | Any | UNetConfig) -> dict:
     """Shapes and dtypes of the params for these flags: a ShapeDtypeStruct tree, no compute."""
     model = build_unet(model_cfg)
     return jax.eval_shape(lambda: init_params(model, jax.random.key(0)))
+
+
+def random_params(model_cfg: Mapping[str, Any] | Any | UNetConfig, seed: int = 0) -> dict:
+    """Random host params for these flags, for tests and benchmarks; NOT a training init
+    (that is `init_params`, guided-diffusion's init with zeroed output convs).
+
+    Returns the tree of `abstract_params(model_cfg)` with numpy float32 leaves, every one
+    non-zero so that each layer reaches the output: kernels standard normal / sqrt(fan-in)
+    (all axes but the last, so activations stay O(1)), norm scales 1 + 0.05 N(0, 1), the
+    rest (biases, embeddings) 0.05 N(0, 1). The same `seed` gives the same params. numpy
+    only, no jitted init: compiling one for the official model takes about a minute.
+    """
+    rng = np.random.default_rng(seed)
+    out = {}
+    for path, leaf in flatten_dict(abstract_params(model_cfg)).items():
+        if path[-1] == "kernel":
+            value = rng.standard_normal(leaf.shape) / math.sqrt(np.prod(leaf.shape[:-1]))
+        elif path[-1] == "scale":
+            value = 1.0 + 0.05 * rng.standard_normal(leaf.shape)
+        else:
+            value = 0.05 * rng.standard_normal(leaf.shape)
+        out[path] = value.astype(np.float32)
+    return unflatten_dict(out)
 
 
 def init_params(model: TFGUNet, rng: jax.Array, batch: int = 1) -> dict:

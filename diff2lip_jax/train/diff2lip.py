@@ -17,6 +17,7 @@ import numpy as np
 from absl import logging
 
 from diff2lip_jax import parallel
+from diff2lip_jax.constants import FRAMES_PER_WINDOW, MEL_STEPS_PER_WINDOW, NUM_MELS
 from diff2lip_jax.data import make_train_loader
 from diff2lip_jax.models import UNetConfig
 from diff2lip_jax.train import reporting
@@ -26,8 +27,29 @@ from diff2lip_jax.train.step import generator_losses, make_train_step
 from diff2lip_jax.train.task import Report, Task, close_iterator
 
 KIND = "diff2lip"
-BATCH_KEYS = ("frames", "ref", "indiv_mels", "sync_mel")
+BATCH_KEYS = ("frames", "ref", "indiv_mels", "sync_mel")  # what the step reads of a loader batch
 SAMPLE_SEED, EVAL_SEED = 12345, 54321  # fixed held-out batches: comparable across steps
+
+
+def random_batch(num_sequences: int, image_size: int, seed: int = 0, nrefer: int = 1) -> dict[str, np.ndarray]:
+    """A random batch of the step's inputs (`BATCH_KEYS`), for tests and benchmarks.
+
+    Shapes and dtypes are the training loader's (`data.train_dataset`), B = `num_sequences`,
+    S = `image_size`: ``frames`` float32 [B, 5, S, S, 3] and ``ref`` float32 [B, S, S, 3]
+    ([B, nrefer, S, S, 3] if nrefer > 1), uniform in [-1, 1]; ``indiv_mels`` float32
+    [B, 5, 80, 16] and ``sync_mel`` float32 [B, 80, 16], standard normal (the loader's
+    mels lie in [-4, 4]). The loader's bookkeeping fields (clip_index, start, ref_index)
+    never reach the step and are left out. The same seed gives the same batch.
+    """
+    rng = np.random.default_rng(seed)
+    b, s = num_sequences, image_size
+    ref_shape = (b, s, s, 3) if nrefer == 1 else (b, nrefer, s, s, 3)
+    return dict(
+        frames=rng.uniform(-1, 1, (b, FRAMES_PER_WINDOW, s, s, 3)).astype(np.float32),
+        ref=rng.uniform(-1, 1, ref_shape).astype(np.float32),
+        indiv_mels=rng.standard_normal((b, FRAMES_PER_WINDOW, NUM_MELS, MEL_STEPS_PER_WINDOW)).astype(np.float32),
+        sync_mel=rng.standard_normal((b, NUM_MELS, MEL_STEPS_PER_WINDOW)).astype(np.float32),
+    )
 
 
 def _loader(cfg: ml_collections.ConfigDict, split: str, seed: int):
