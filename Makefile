@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # The CPU build of PyTorch, only for .pt import/export and the parity tools.
 # On a GPU box point this at the build you want, e.g. TORCH_SPEC="torch".
 TORCH_SPEC ?= torch==2.13.0
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= --durations=25
 
 .PHONY: install test test-fast lint fmt demo demo-long bench clean
 

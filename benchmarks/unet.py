@@ -9,20 +9,25 @@ Reports seconds per call (median of --repeats after one warm-up), frames/s and
 achieved GFLOP/s from XLA's cost analysis of the compiled program, for every
 mode at every --batch. With --torch_reference (a checkout of
 github.com/soumik-kanad/diff2lip that you supply) the official TFGModel is timed
-on the same seeded inputs and the same weights, and the ratio torch_time /
-jax_time is printed (>= 1 means we are at least as fast).
+on the same seeded inputs and the same weights, and the ratio jax_time /
+torch_time is printed (<= 1 means we take at most the official model's time).
 
 Each framework runs in its own process (`--framework=both`, the default, starts
 this script twice): XLA's and PyTorch's thread pools in one process on a small
 CPU take cores from each other and distort both timings. The JAX process writes
 its weights in the official layout to a temporary file that the torch process
-loads.
+loads. `--rounds=N` alternates the two processes N times (jax, torch, jax, ...)
+and prints each round's ratio and their median: on a shared machine whose speed
+drifts, a ratio taken within a round is steadier than one of two separate runs
+(the jax processes after the first load their programs from JAX's persistent
+compilation cache).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,6 +39,7 @@ from diff2lip_jax import cli, xla_flags
 cli.define_config_flag("model config (config.model); default the official model")
 flags.DEFINE_list("batch", ["1"], "frames per call; a list times every mode at each size, e.g. 1,2")
 flags.DEFINE_integer("repeats", 3, "timed calls after the warm-up")
+flags.DEFINE_integer("rounds", 1, "with --torch_reference: alternate the jax and torch processes this many times")
 flags.DEFINE_integer("seed", 0, "seed of the inputs and the JAX weights")
 flags.DEFINE_string("torch_reference", None, "checkout of the official diff2lip repo to time alongside")
 flags.DEFINE_list("modes", ["forward", "train"], "forward and/or train (fwd+bwd+Adam)")
@@ -103,7 +109,7 @@ def run_torch(batches: list[int]) -> Timings:
 def print_table(ours: Timings, theirs: Timings) -> None:
     print(
         f"{'mode':<9}{'batch':>6}{'jax s':>9}{'frames/s':>10}{'GFLOP/frame':>13}{'GFLOP/s':>9}"
-        + (f"{'torch s':>9}{'torch/jax':>10}" if theirs else "")
+        + (f"{'torch s':>9}{'jax/torch':>10}" if theirs else "")
     )
     for key in ours or theirs:
         mode, batch = key.split(":")
@@ -116,9 +122,19 @@ def print_table(ours: Timings, theirs: Timings) -> None:
             row += f"{'-':>9}{'-':>10}{'-':>13}{'-':>9}"
         if key in theirs:
             row += f"{theirs[key]['secs']:>9.3f}"
-            row += f"{theirs[key]['secs'] / ours[key]['secs']:>10.2f}" if key in ours else ""
+            row += f"{ours[key]['secs'] / theirs[key]['secs']:>10.2f}" if key in ours else ""
         print(row)
     print(f"(train = forward + backward + Adam update; times are medians of {FLAGS.repeats} calls after a warm-up)")
+
+
+def print_rounds(rounds: list[tuple[Timings, Timings]]) -> None:
+    """Per mode, the jax/torch time ratio of every round and their median (< 1: jax is faster)."""
+    print(f"jax / torch time per round ({len(rounds)} rounds, each side in its own process):")
+    for key in rounds[0][0]:
+        ratios = [ours[key]["secs"] / theirs[key]["secs"] for ours, theirs in rounds if key in theirs]
+        if ratios:
+            listed = " ".join(f"{r:.2f}" for r in ratios)
+            print(f"  {key.replace(':', ' batch '):<16} {listed}  median {statistics.median(ratios):.2f}")
 
 
 def _child(framework: str, weights: str | None, result: str) -> Timings:
@@ -136,14 +152,21 @@ def main(argv):
     del argv
     batches = [int(b) for b in FLAGS.batch]
     if FLAGS.framework == "both":
+        rounds = []
         with tempfile.TemporaryDirectory(prefix="unet_bench_") as tmp:
             weights = os.path.join(tmp, "weights.npz") if FLAGS.torch_reference else None
-            ours = _child("jax", weights, os.path.join(tmp, "jax.json"))
-            theirs = _child("torch", weights, os.path.join(tmp, "torch.json")) if FLAGS.torch_reference else {}
-        print_table(ours, theirs)
+            for _ in range(max(1, FLAGS.rounds) if FLAGS.torch_reference else 1):
+                ours = _child("jax", weights, os.path.join(tmp, "jax.json"))
+                theirs = _child("torch", weights, os.path.join(tmp, "torch.json")) if FLAGS.torch_reference else {}
+                rounds.append((ours, theirs))
+        for ours, theirs in rounds:
+            print_table(ours, theirs)
+        if len(rounds) > 1:
+            print_rounds(rounds)
         return
     if FLAGS.framework == "jax":
         xla_flags.apply_cpu_flags()  # before the first JAX computation
+        xla_flags.enable_compilation_cache()
         timings = run_jax(batches)
         print_table(timings, {})
     else:

@@ -12,7 +12,7 @@ from flax.traverse_util import flatten_dict
 from helpers import rel_l2
 
 from diff2lip_jax.convert import flax_to_torch, torch_key, torch_to_flax
-from diff2lip_jax.models import UNetConfig, abstract_params, build_unet, init_params, random_params
+from diff2lip_jax.models import UNetConfig, abstract_params, build_unet, random_params
 
 RTOL_NETWORK = 1e-4  # relative L2 for a float32 port (shared/reference/README.md)
 
@@ -51,11 +51,10 @@ def small_inputs(small_golden):
     )
 
 
-@pytest.mark.slow  # ~44 s: builds the full-size official config
+@pytest.mark.slow  # the full-size official config's 101M parameters
 def test_official_config_state_dict_layout(reference_dir):
     ref = json.loads((reference_dir / "official_tfg_state_dict.json").read_text())
-    model = build_unet(ref["config"])
-    params = init_params(model, jax.random.key(0))  # freshly initialised, real arrays
+    params = random_params(ref["config"])  # real host arrays, without compiling the init
     sd = flax_to_torch(params, ref["config"])
     assert [(k, list(v.shape)) for k, v in sd.items()] == [(k, list(s)) for k, s in ref["state_dict"]]
     assert sum(v.size for v in sd.values()) == ref["num_params"] == 101_670_630
@@ -169,7 +168,7 @@ def _unflat(template, rng):
     return unflatten_dict({k: rng.standard_normal(v.shape).astype(np.float32) for k, v in template.items()})
 
 
-@pytest.mark.slow  # 19-28 s per flag variant (compiles each)
+@pytest.mark.slow  # compiles each variant's forward
 @pytest.mark.parametrize(
     "extra",
     [
@@ -183,7 +182,7 @@ def _unflat(template, rng):
 def test_flag_variants_run(extra, rng):
     flags = {**TINY, "image_size": 64, "attention_resolutions": "16", **extra}
     model = build_unet(flags)
-    params = init_params(model, jax.random.key(1))
+    params = random_params(flags, seed=1)  # host arrays: no init program to compile
     cfg = model.cfg
     x = jnp.asarray(rng.uniform(-1, 1, (2, 64, 64, 3)), jnp.float32)
     mask = jnp.zeros((2, 64, 64, 1)).at[:, 32:].set(1.0)
