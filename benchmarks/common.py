@@ -43,20 +43,20 @@ def flops_of(compiled) -> float:
     return float(cost.get("flops", 0.0)) if cost else 0.0
 
 
-def bench_jax(model, params, inputs, modes, repeats) -> dict[str, tuple[float, float]]:
-    """{mode: (seconds per call, XLA FLOPs per call)} of the jitted forward / train step."""
+def jax_calls(model, params, inputs, modes) -> dict[str, tuple]:
+    """{mode: (call, XLA FLOPs per call)}: `call()` runs the compiled forward / train step once
+    and blocks until it is done. Compiled here; the first call still warms up the allocator."""
     import jax
     import jax.numpy as jnp
     import optax
 
     kw = {k: jnp.asarray(inputs[k]) for k in ("cond_img", "mask", "ref_img", "indiv_mels")}
     x, t, target = jnp.asarray(inputs["x"]), jnp.asarray(inputs["t"]), jnp.asarray(inputs["target"])
-    results = {}
+    calls = {}
     if "forward" in modes:
         fwd = jax.jit(lambda p, x, t: model.apply({"params": p}, x, t, **kw))
-        compiled = fwd.lower(params, x, t).compile()
-        secs = timed(lambda: compiled(params, x, t).block_until_ready(), repeats)
-        results["forward"] = (secs, flops_of(compiled))
+        compiled_fwd = fwd.lower(params, x, t).compile()
+        calls["forward"] = (lambda: compiled_fwd(params, x, t).block_until_ready(), flops_of(compiled_fwd))
     if "train" in modes:
         tx = optax.adam(1e-4)
 
@@ -69,19 +69,27 @@ def bench_jax(model, params, inputs, modes, repeats) -> dict[str, tuple[float, f
             return optax.apply_updates(p, updates), opt_state, loss
 
         opt_state = tx.init(params)
-        compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, opt_state).compile()
+        compiled_step = jax.jit(step, donate_argnums=(0, 1)).lower(params, opt_state).compile()
         state = [jax.tree.map(jnp.copy, params), opt_state]
 
-        def run():
-            state[0], state[1], loss = compiled(state[0], state[1])
+        def train():
+            state[0], state[1], loss = compiled_step(state[0], state[1])
             loss.block_until_ready()
 
-        results["train"] = (timed(run, repeats), flops_of(compiled))
-    return results
+        calls["train"] = (train, flops_of(compiled_step))
+    return calls
 
 
-def bench_torch(repo, flags_dict, params, cfg, inputs, modes, repeats, state_dict=None):
-    """Seconds per call of the official TFGModel, {mode: s}, on `inputs` (NHWC numpy, from make_inputs).
+def bench_jax(model, params, inputs, modes, repeats) -> dict[str, tuple[float, float]]:
+    """{mode: (seconds per call, XLA FLOPs per call)} of the jitted forward / train step."""
+    return {
+        mode: (timed(call, repeats), flops) for mode, (call, flops) in jax_calls(model, params, inputs, modes).items()
+    }
+
+
+def torch_calls(repo, flags_dict, params, cfg, inputs, modes, state_dict=None) -> dict:
+    """{mode: call} of the official TFGModel on `inputs` (NHWC numpy, from make_inputs); `call()`
+    runs the forward (no_grad) or one forward+backward+Adam step once.
 
     Weights: `state_dict` (official layout, numpy) if given, else `params` (Flax,
     converted), else the official initialisation (torch seed 0). Runs no JAX
@@ -109,14 +117,14 @@ def bench_torch(repo, flags_dict, params, cfg, inputs, modes, repeats, state_dic
         ref_img=nchw(inputs["ref_img"]),
         indiv_mels=torch.from_numpy(inputs["indiv_mels"]),
     )
-    results = {}
+    calls = {}
     if "forward" in modes:
 
         def fwd():
             with torch.no_grad():
                 model(x, t, **kw)
 
-        results["forward"] = timed(fwd, repeats)
+        calls["forward"] = fwd
     if "train" in modes:
         model.train()
         opt = torch.optim.Adam(model.parameters(), lr=1e-4)
@@ -127,8 +135,16 @@ def bench_torch(repo, flags_dict, params, cfg, inputs, modes, repeats, state_dic
             loss.backward()
             opt.step()
 
-        results["train"] = timed(train, repeats)
-    return results
+        calls["train"] = train
+    return calls
+
+
+def bench_torch(repo, flags_dict, params, cfg, inputs, modes, repeats, state_dict=None) -> dict[str, float]:
+    """Seconds per call of the official TFGModel, {mode: s}; see `torch_calls`."""
+    return {
+        mode: timed(call, repeats)
+        for mode, call in torch_calls(repo, flags_dict, params, cfg, inputs, modes, state_dict).items()
+    }
 
 
 def compile_train_step(cfg, batch: int):

@@ -3,7 +3,7 @@
     python benchmarks/unet.py                                  # official config, batch 1
     python benchmarks/unet.py --config=configs/diff2lip.py:tiny --batch=1,2
     python benchmarks/unet.py --torch_reference=/path/to/diff2lip   # + the official model, same inputs
-    python benchmarks/unet.py --framework=jax                  # one side only, in this process
+    python benchmarks/unet.py --framework=torch --torch_reference=...  # one side only, in this process
 
 Reports seconds per call (median of --repeats after one warm-up), frames/s and
 achieved GFLOP/s from XLA's cost analysis of the compiled program, for every
@@ -12,15 +12,16 @@ github.com/soumik-kanad/diff2lip that you supply) the official TFGModel is timed
 on the same seeded inputs and the same weights, and the ratio jax_time /
 torch_time is printed (<= 1 means we take at most the official model's time).
 
-Each framework runs in its own process (`--framework=both`, the default, starts
-this script twice): XLA's and PyTorch's thread pools in one process on a small
-CPU take cores from each other and distort both timings. The JAX process writes
-its weights in the official layout to a temporary file that the torch process
-loads. `--rounds=N` alternates the two processes N times (jax, torch, jax, ...)
-and prints each round's ratio and their median: on a shared machine whose speed
-drifts, a ratio taken within a round is steadier than one of two separate runs
-(the jax processes after the first load their programs from JAX's persistent
-compilation cache).
+Each framework runs in its own process: XLA's and PyTorch's thread pools in one
+process on a small CPU take cores from each other and distort both timings. The
+two worker processes are started side by side and then take turns: one call of
+one side, a pause (--settle) so that its threads go idle, one call of the other,
+in the order jax, torch, torch, jax, ... so that a drift of the machine's speed
+during a pair cancels. Only one side computes at a time. The torch process runs
+with glibc's default heap (DIFF2LIP_CPU_MALLOC=0), as the official code does. Every pair gives a
+ratio; the table prints the median time of each side and the median ratio. On a
+shared machine whose speed drifts by tens of percent over minutes, ratios of
+calls seconds apart are far steadier than the ratio of two runs minutes apart.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 
 from absl import app, flags
 
@@ -38,23 +40,23 @@ from diff2lip_jax import cli, xla_flags
 
 cli.define_config_flag("model config (config.model); default the official model")
 flags.DEFINE_list("batch", ["1"], "frames per call; a list times every mode at each size, e.g. 1,2")
-flags.DEFINE_integer("repeats", 3, "timed calls after the warm-up")
-flags.DEFINE_integer("rounds", 1, "with --torch_reference: alternate the jax and torch processes this many times")
+flags.DEFINE_integer("repeats", 3, "timed calls (with --torch_reference: jax/torch pairs) after the warm-up")
+flags.DEFINE_float("settle", 0.3, "with --torch_reference: seconds of pause before each timed call")
 flags.DEFINE_integer("seed", 0, "seed of the inputs and the JAX weights")
 flags.DEFINE_string("torch_reference", None, "checkout of the official diff2lip repo to time alongside")
 flags.DEFINE_list("modes", ["forward", "train"], "forward and/or train (fwd+bwd+Adam)")
 flags.DEFINE_enum("framework", "both", ["both", "jax", "torch"], "which side this process times")
+flags.DEFINE_bool("serve", False, "internal: set up, then run one call per 'mode:batch' line read from stdin")
 flags.DEFINE_string("weights", None, "internal: official-layout .npz the jax side writes and the torch side reads")
-flags.DEFINE_string("result", None, "internal: file the timings are written to as JSON")
 FLAGS = flags.FLAGS
 
-Timings = dict[str, dict[str, float]]  # {"forward:1": {"secs": s, "flops": f}}
+Calls = dict[str, tuple]  # {"forward:1": (call, XLA FLOPs or None)}
 
 
-def run_jax(batches: list[int]) -> Timings:
+def our_calls(batches: list[int]) -> Calls:
     import jax
     import numpy as np
-    from common import bench_jax, make_inputs
+    from common import jax_calls, make_inputs
 
     from diff2lip_jax.models import build_unet, init_params
 
@@ -65,25 +67,26 @@ def run_jax(batches: list[int]) -> Timings:
         f"jax {jax.__version__}, backend {jax.default_backend()} ({jax.device_count()} device(s)), "
         f"image {cfg.image_size}, channels {cfg.num_channels}, {sum(p.size for p in jax.tree.leaves(params)):,} params, "
         f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}",
+        file=sys.stderr,
         flush=True,
     )
     if FLAGS.weights:
         from diff2lip_jax.convert import flax_to_torch
 
         np.savez(FLAGS.weights, **flax_to_torch(params, cfg))
-    out: Timings = {}
+    out: Calls = {}
     for batch in batches:
         inputs = make_inputs(cfg, batch, FLAGS.seed)
-        for mode, (secs, flops) in bench_jax(model, params, inputs, FLAGS.modes, FLAGS.repeats).items():
-            out[f"{mode}:{batch}"] = {"secs": secs, "flops": flops}
+        for mode, call in jax_calls(model, params, inputs, FLAGS.modes).items():
+            out[f"{mode}:{batch}"] = call
     return out
 
 
-def run_torch(batches: list[int]) -> Timings:
+def official_calls(batches: list[int]) -> Calls:
     """The official model on the same seeded inputs; no JAX computation in this process."""
     import numpy as np
     import torch
-    from common import bench_torch, make_inputs
+    from common import make_inputs, torch_calls
 
     from diff2lip_jax.models import UNetConfig
 
@@ -94,88 +97,132 @@ def run_torch(batches: list[int]) -> Timings:
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, weights "
         f"{'from the jax run' if state_dict is not None else 'official init (seed 0)'}",
+        file=sys.stderr,
         flush=True,
     )
-    out: Timings = {}
+    out: Calls = {}
     for batch in batches:
         inputs = make_inputs(cfg, batch, FLAGS.seed)
-        times = bench_torch(
-            FLAGS.torch_reference, FLAGS.config.model, None, cfg, inputs, FLAGS.modes, FLAGS.repeats, state_dict
-        )
-        out.update({f"{mode}:{batch}": {"secs": secs} for mode, secs in times.items()})
+        calls = torch_calls(FLAGS.torch_reference, FLAGS.config.model, None, cfg, inputs, FLAGS.modes, state_dict)
+        out.update({f"{mode}:{batch}": (call, None) for mode, call in calls.items()})
     return out
 
 
-def print_table(ours: Timings, theirs: Timings) -> None:
+def serve(calls: Calls) -> None:
+    """Worker loop: warm every call up, print {key: flops} as the ready line, then for each
+    'key' line on stdin run that call once and print its seconds; stops at end of input."""
+    for call, _ in calls.values():
+        call()
+    print(json.dumps({key: flops for key, (_, flops) in calls.items()}), flush=True)
+    for line in sys.stdin:
+        call = calls[line.strip()][0]
+        start = time.perf_counter()
+        call()
+        print(f"{time.perf_counter() - start:.6f}", flush=True)
+
+
+class Worker:
+    """One framework's `--serve` process: `run(key)` is one timed call, in seconds."""
+
+    def __init__(self, framework: str, weights: str | None):
+        keep = [a for a in sys.argv[1:] if not a.startswith(("--framework", "--weights", "--serve"))]
+        cmd = [sys.executable, os.path.abspath(__file__), *keep, f"--framework={framework}", "--serve"]
+        if weights:
+            cmd.append(f"--weights={weights}")
+        self.name = framework
+        env = dict(os.environ)
+        if framework == "torch":
+            # The official model as its users run it: importing diff2lip_jax (for the inputs and
+            # the weight layout) would otherwise give this process our CPU heap settings too.
+            env[xla_flags.HEAP_ENV] = "0"
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        self.flops = json.loads(self._readline())
+
+    def _readline(self) -> str:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"the {self.name} benchmark process ended early (exit {self.proc.wait()}); see above")
+        return line
+
+    def run(self, key: str) -> float:
+        self.proc.stdin.write(key + "\n")
+        self.proc.stdin.flush()
+        return float(self._readline())
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def interleaved(keys: list[str]) -> tuple[dict, dict, dict]:
+    """Times both frameworks in turns: ({key: [jax s]}, {key: [torch s]}, {key: jax flops})."""
+    with tempfile.TemporaryDirectory(prefix="unet_bench_") as tmp:
+        jax_side = Worker("jax", os.path.join(tmp, "weights.npz"))  # writes the weights first
+        torch_side = Worker("torch", os.path.join(tmp, "weights.npz"))
+        ours, theirs = {k: [] for k in keys}, {k: [] for k in keys}
+        try:
+            for key in keys:
+                for i in range(FLAGS.repeats):
+                    order = [(jax_side, ours), (torch_side, theirs)]
+                    for worker, times in order if i % 2 == 0 else order[::-1]:
+                        time.sleep(FLAGS.settle)  # the other side's threads stop spinning
+                        times[key].append(worker.run(key))
+        finally:
+            jax_side.close()
+            torch_side.close()
+    return ours, theirs, jax_side.flops
+
+
+def print_table(ours: dict, theirs: dict, flops: dict) -> None:
+    """Median seconds of each side per mode and batch; with torch, the median per-pair jax/torch ratio."""
     print(
         f"{'mode':<9}{'batch':>6}{'jax s':>9}{'frames/s':>10}{'GFLOP/frame':>13}{'GFLOP/s':>9}"
-        + (f"{'torch s':>9}{'jax/torch':>10}" if theirs else "")
+        + (f"{'torch s':>9}{'jax/torch':>10}{'pairs <= 1':>12}" if theirs else "")
     )
-    for key in ours or theirs:
+    for key, times in ours.items():
         mode, batch = key.split(":")
-        b = int(batch)
-        row = f"{mode:<9}{b:>6}"
-        if key in ours:
-            secs, flops = ours[key]["secs"], ours[key]["flops"]
-            row += f"{secs:>9.3f}{b / secs:>10.2f}{flops / 1e9 / b:>13.1f}{flops / 1e9 / secs:>9.1f}"
-        else:
-            row += f"{'-':>9}{'-':>10}{'-':>13}{'-':>9}"
-        if key in theirs:
-            row += f"{theirs[key]['secs']:>9.3f}"
-            row += f"{ours[key]['secs'] / theirs[key]['secs']:>10.2f}" if key in ours else ""
+        b, secs = int(batch), statistics.median(times)
+        row = f"{mode:<9}{b:>6}{secs:>9.3f}{b / secs:>10.2f}"
+        row += (
+            f"{flops[key] / 1e9 / b:>13.1f}{flops[key] / 1e9 / secs:>9.1f}" if flops.get(key) else f"{'-':>13}{'-':>9}"
+        )
+        if theirs:
+            ratios = [j / t for j, t in zip(times, theirs[key])]
+            wins = sum(r <= 1 for r in ratios)
+            row += (
+                f"{statistics.median(theirs[key]):>9.3f}{statistics.median(ratios):>10.2f}{f'{wins}/{len(ratios)}':>12}"
+            )
         print(row)
-    print(f"(train = forward + backward + Adam update; times are medians of {FLAGS.repeats} calls after a warm-up)")
-
-
-def print_rounds(rounds: list[tuple[Timings, Timings]]) -> None:
-    """Per mode, the jax/torch time ratio of every round and their median (< 1: jax is faster)."""
-    print(f"jax / torch time per round ({len(rounds)} rounds, each side in its own process):")
-    for key in rounds[0][0]:
-        ratios = [ours[key]["secs"] / theirs[key]["secs"] for ours, theirs in rounds if key in theirs]
-        if ratios:
-            listed = " ".join(f"{r:.2f}" for r in ratios)
-            print(f"  {key.replace(':', ' batch '):<16} {listed}  median {statistics.median(ratios):.2f}")
-
-
-def _child(framework: str, weights: str | None, result: str) -> Timings:
-    """Runs this script for one framework in a fresh process; its timings."""
-    keep = [a for a in sys.argv[1:] if not a.startswith(("--framework", "--weights", "--result"))]
-    cmd = [sys.executable, os.path.abspath(__file__), *keep, f"--framework={framework}", f"--result={result}"]
-    if weights:
-        cmd.append(f"--weights={weights}")
-    subprocess.run(cmd, check=True)
-    with open(result) as f:
-        return json.load(f)
+    how = f"{FLAGS.repeats} calls after a warm-up"
+    if theirs:
+        how = f"{FLAGS.repeats} alternating jax/torch pairs after a warm-up, each side in its own process"
+        print(
+            "jax/torch per pair: "
+            + "; ".join(f"{k} " + " ".join(f"{j / t:.2f}" for j, t in zip(ours[k], theirs[k])) for k in ours)
+        )
+    print(f"(train = forward + backward + Adam update; medians of {how})")
 
 
 def main(argv):
     del argv
     batches = [int(b) for b in FLAGS.batch]
-    if FLAGS.framework == "both":
-        rounds = []
-        with tempfile.TemporaryDirectory(prefix="unet_bench_") as tmp:
-            weights = os.path.join(tmp, "weights.npz") if FLAGS.torch_reference else None
-            for _ in range(max(1, FLAGS.rounds) if FLAGS.torch_reference else 1):
-                ours = _child("jax", weights, os.path.join(tmp, "jax.json"))
-                theirs = _child("torch", weights, os.path.join(tmp, "torch.json")) if FLAGS.torch_reference else {}
-                rounds.append((ours, theirs))
-        for ours, theirs in rounds:
-            print_table(ours, theirs)
-        if len(rounds) > 1:
-            print_rounds(rounds)
-        return
-    if FLAGS.framework == "jax":
+    if FLAGS.framework == "jax" or (FLAGS.framework == "both" and not FLAGS.torch_reference):
         xla_flags.apply_cpu_flags()  # before the first JAX computation
         xla_flags.enable_compilation_cache()
-        timings = run_jax(batches)
-        print_table(timings, {})
+        calls = our_calls(batches)
+    elif FLAGS.framework == "torch":
+        calls = official_calls(batches)
     else:
-        timings = run_torch(batches)
-        for key, v in timings.items():
-            print(f"torch {key.replace(':', ' batch ')}: {v['secs']:.3f} s")
-    if FLAGS.result:
-        with open(FLAGS.result, "w") as f:
-            json.dump(timings, f)
+        keys = [f"{mode}:{b}" for b in batches for mode in FLAGS.modes]
+        print_table(*interleaved(keys))
+        return
+    if FLAGS.serve:
+        serve(calls)
+        return
+    from common import timed
+
+    times = {key: [timed(call, FLAGS.repeats)] for key, (call, _) in calls.items()}
+    print_table(times, {}, {key: flops for key, (_, flops) in calls.items()})
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""XLA flags the project sets for CPU runs, before the JAX backend starts.
+"""XLA flags (and C heap settings) the project sets for CPU runs, before the JAX backend starts.
 
 XLA reads ``XLA_FLAGS`` once, when the first backend is created, so
 :func:`apply_cpu_flags` must run before the first JAX computation: importing
@@ -10,13 +10,18 @@ Only for a CPU run (``JAX_PLATFORMS``/``jax_platforms`` names cpu first, or no
 GPU/TPU plugin is installed): a GPU or TPU run is left exactly as it was. A flag
 the user already put in ``XLA_FLAGS`` keeps the user's value, and
 ``DIFF2LIP_CPU_XLA_FLAGS=0`` turns the whole thing off.
+
+For the same CPU runs, :func:`keep_cpu_heap` makes glibc's malloc keep freed memory
+instead of returning it to the kernel (``DIFF2LIP_CPU_MALLOC=0`` turns that off).
 """
 
 from __future__ import annotations
 
+import ctypes
 import importlib.metadata
 import importlib.util
 import os
+import platform
 import sys
 from collections.abc import Mapping, MutableMapping
 
@@ -106,11 +111,15 @@ def apply_cpu_flags(environ: MutableMapping[str, str] = os.environ) -> list[str]
 
     Adds nothing when the run is not on CPU, when ``DIFF2LIP_CPU_XLA_FLAGS=0``, for a flag
     the user's XLA_FLAGS already names (any value, even empty, wins), or when the JAX
-    backend has already started (XLA has read its flags by then).
+    backend has already started (XLA has read its flags by then). For a CPU run it also
+    calls `keep_cpu_heap`, whether or not the backend has started.
     """
     if environ.get(OPT_OUT_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
         return []
-    if not runs_on_cpu(environ) or _backend_started():
+    if not runs_on_cpu(environ):
+        return []
+    keep_cpu_heap(environ)
+    if _backend_started():
         return []
     current = environ.get("XLA_FLAGS", "")
     present = _flag_names(current)
@@ -118,6 +127,39 @@ def apply_cpu_flags(environ: MutableMapping[str, str] = os.environ) -> list[str]
     if added:
         environ["XLA_FLAGS"] = " ".join([current.strip(), *added]).strip()
     return added
+
+
+HEAP_ENV = "DIFF2LIP_CPU_MALLOC"
+# mallopt parameters, from glibc's <malloc.h>.
+_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
+_heap_kept = False
+
+
+def keep_cpu_heap(environ: Mapping[str, str] = os.environ) -> bool:
+    """Sets glibc's malloc to reuse freed memory in-process; True when it is (now or before).
+
+    XLA:CPU allocates each executable's temporary buffers anew on every call. glibc serves
+    blocks over 32 MiB with a fresh mmap and unmaps them on free, so every train step of
+    the official UNet touched ~1 GB of new pages: 260,000 page faults and 0.6 s of kernel
+    time per 3.9 s step at batch 1 (2-core Xeon). With mmap off (M_MMAP_MAX=0), no trimming
+    (M_TRIM_THRESHOLD at its maximum) and one arena (M_ARENA_MAX=1, so XLA's worker threads
+    allocate from the same heap), the heap keeps those pages: 0 faults and ~20% less CPU
+    time per step. The cost is that the process keeps its peak heap until it exits.
+
+    Only on glibc, for CPU runs (`apply_cpu_flags` calls it), unless DIFF2LIP_CPU_MALLOC=0.
+    Affects allocations made after the call, so it runs when `diff2lip_jax` is imported.
+    """
+    global _heap_kept
+    if _heap_kept:
+        return True
+    if environ.get(HEAP_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL(None)
+    settings = ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1), (_M_ARENA_MAX, 1))
+    _heap_kept = all(libc.mallopt(param, value) == 1 for param, value in settings)
+    return _heap_kept
 
 
 COMPILATION_CACHE_ENV = "DIFF2LIP_COMPILATION_CACHE"

@@ -135,3 +135,49 @@ def test_compilation_cache_folder_and_opt_out(tmp_path, monkeypatch):
         assert enable_compilation_cache({}) == str(tmp_path / "cache" / "jax_compilation")
     finally:
         jax.config.update("jax_compilation_cache_dir", before)
+
+
+HEAP_PROBE = """
+import ctypes, resource, sys
+import diff2lip_jax  # a CPU run: the import sets up the heap
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+size = 256 << 20
+def touch_and_free():
+    p = libc.malloc(size)
+    ctypes.memset(p, 1, size)
+    libc.free(p)
+touch_and_free()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+touch_and_free()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc's malloc")
+@pytest.mark.parametrize("heap_env,kept", [(None, True), ("0", False)])
+def test_cpu_heap_reuses_freed_memory(heap_env, kept):
+    """In a fresh CPU process, a freed 256 MiB block comes back without page faults (the kernel
+    would otherwise hand out 65,536 new pages); DIFF2LIP_CPU_MALLOC=0 leaves glibc's default."""
+    env = {k: v for k, v in os.environ.items() if k not in (xla_flags.HEAP_ENV, xla_flags.OPT_OUT_ENV)}
+    env["JAX_PLATFORMS"] = "cpu"
+    if heap_env is not None:
+        env[xla_flags.HEAP_ENV] = heap_env
+    out = subprocess.run([sys.executable, "-c", HEAP_PROBE], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    faults = int(out.stdout.split()[-1])
+    if kept:
+        assert faults < 1000, faults
+    else:
+        assert faults > 30_000, faults
+
+
+def test_heap_is_left_alone_off_cpu_and_when_opted_out(fresh):
+    calls = []
+    fresh.setattr(xla_flags, "keep_cpu_heap", lambda environ: calls.append(dict(environ)))
+    xla_flags.apply_cpu_flags({"JAX_PLATFORMS": "cuda"})
+    xla_flags.apply_cpu_flags({"JAX_PLATFORMS": "cpu", xla_flags.OPT_OUT_ENV: "0"})
+    assert calls == []
+    xla_flags.apply_cpu_flags({"JAX_PLATFORMS": "cpu"})
+    assert len(calls) == 1
