@@ -12,7 +12,7 @@ compiled step) / --peak_tflops (per device; no default on CPU, where the peak
 depends on the machine). With --torch_reference the official TFGModel runs a
 forward + backward + Adam step on the same number of frames in the same
 process: that is the part of training the official repo could run, so the
-ratio torch/jax compares like with like only for `--config.loss.*=0` apart
+ratio jax/torch compares like with like only for `--config.loss.*=0` apart
 from simple/vb; both are printed.
 """
 
@@ -82,7 +82,7 @@ def main(argv):
         ]
         print(
             f"official PyTorch UNet fwd+bwd+Adam on {frames} frames: {torch_s:.3f} s "
-            f"-> torch/jax = {torch_s / secs:.2f} (>= 1: our full step is at least as fast)"
+            f"-> jax/torch = {secs / torch_s:.2f} (<= 1: our full step takes at most its time)"
         )
 
 
