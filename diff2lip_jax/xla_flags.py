@@ -11,8 +11,8 @@ GPU/TPU plugin is installed): a GPU or TPU run is left exactly as it was. A flag
 the user already put in ``XLA_FLAGS`` keeps the user's value, and
 ``DIFF2LIP_CPU_XLA_FLAGS=0`` turns the whole thing off.
 
-For the same CPU runs, :func:`keep_cpu_heap` makes glibc's malloc keep freed memory
-instead of returning it to the kernel (``DIFF2LIP_CPU_MALLOC=0`` turns that off).
+For the same CPU runs, ``DIFF2LIP_CPU_MALLOC=1`` makes :func:`keep_cpu_heap` set glibc's
+malloc to keep freed memory instead of returning it to the kernel (opt-in: see there).
 """
 
 from __future__ import annotations
@@ -146,13 +146,16 @@ def keep_cpu_heap(environ: Mapping[str, str] = os.environ) -> bool:
     allocate from the same heap), the heap keeps those pages: 0 faults and ~20% less CPU
     time per step. The cost is that the process keeps its peak heap until it exits.
 
-    Only on glibc, for CPU runs (`apply_cpu_flags` calls it), unless DIFF2LIP_CPU_MALLOC=0.
-    Affects allocations made after the call, so it runs when `diff2lip_jax` is imported.
+    Opt-in, DIFF2LIP_CPU_MALLOC=1: it made the official UNet's step faster, but the tiny
+    demo's training ~30% slower (make demo 925 s instead of 684 s; which of the three
+    settings does that is not yet known). Only on glibc, for CPU runs (`apply_cpu_flags`
+    calls it). Affects allocations made after the call, so it runs when `diff2lip_jax` is
+    imported.
     """
     global _heap_kept
     if _heap_kept:
         return True
-    if environ.get(HEAP_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+    if environ.get(HEAP_ENV, "0").strip().lower() not in ("1", "true", "yes", "on"):
         return False
     if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
         return False
