@@ -18,11 +18,12 @@ two worker processes are started side by side and then take turns: one call of
 one side, a pause (--settle) so that its threads go idle, one call of the other,
 in the order jax, torch, torch, jax, ... so that a drift of the machine's speed
 during a pair cancels. Only one side computes at a time. The jax process runs
-with DIFF2LIP_CPU_MALLOC=1 (unless you set it), the torch process with glibc's default
-heap (DIFF2LIP_CPU_MALLOC=0), as the official code does. Every pair gives a
-ratio; the table prints the median time of each side and the median ratio. On a
-shared machine whose speed drifts by tens of percent over minutes, ratios of
-calls seconds apart are far steadier than the ratio of two runs minutes apart.
+with the project's CPU heap setting (xla_flags.keep_cpu_heap, unless you set
+DIFF2LIP_CPU_MALLOC=0), the torch process with glibc's default heap, as the official
+code does. Every pair gives a ratio; the table prints the median time of each
+side and the median ratio. On a shared machine whose speed drifts by tens of
+percent over minutes, ratios of calls seconds apart are far steadier than the
+ratio of two runs minutes apart.
 """
 
 from __future__ import annotations
@@ -132,8 +133,6 @@ class Worker:
             cmd.append(f"--weights={weights}")
         self.name = framework
         env = dict(os.environ)
-        if framework == "jax":
-            env.setdefault(xla_flags.HEAP_ENV, "1")  # opt-in (xla_flags.keep_cpu_heap)
         if framework == "torch":
             # The official model as its users run it: importing diff2lip_jax (for the inputs and
             # the weight layout) would otherwise give this process our CPU heap settings too.
