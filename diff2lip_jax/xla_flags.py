@@ -41,6 +41,11 @@ CPU_FLAGS: dict[str, str] = {
 OPT_OUT_ENV = "DIFF2LIP_CPU_XLA_FLAGS"
 
 
+def switched_off(environ: Mapping[str, str], name: str) -> bool:
+    """Whether the on-by-default switch `name` is set off in environ (0, false, no, off; any case)."""
+    return environ.get(name, "1").strip().lower() in ("0", "false", "no", "off")
+
+
 def _flag_names(xla_flags: str) -> set[str]:
     """Names of the flags in an XLA_FLAGS string: "--a=1 --b" -> {"a", "b"}."""
     return {tok.lstrip("-").split("=", 1)[0] for tok in xla_flags.split() if tok.startswith("-")}
@@ -114,7 +119,7 @@ def apply_cpu_flags(environ: MutableMapping[str, str] = os.environ) -> list[str]
     backend has already started (XLA has read its flags by then). For a CPU run it also
     calls `keep_cpu_heap`, whether or not the backend has started.
     """
-    if environ.get(OPT_OUT_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+    if switched_off(environ, OPT_OUT_ENV):
         return []
     if not runs_on_cpu(environ):
         return []
@@ -156,7 +161,7 @@ def keep_cpu_heap(environ: Mapping[str, str] = os.environ) -> bool:
     global _heap_kept
     if _heap_kept:
         return True
-    if environ.get(HEAP_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+    if switched_off(environ, HEAP_ENV):
         return False
     if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
         return False

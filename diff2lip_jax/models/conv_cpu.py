@@ -53,7 +53,7 @@ def enabled() -> bool:
     """Whether traced convolutions get the CPU weight gradient: unless DIFF2LIP_CPU_CONV_VJP=0, and
     only while XLA:CPU runs convolutions on Eigen (`xla_flags.CPU_FLAGS`): on YNNPACK's
     convolution the row blocks are slower than XLA's own gradient."""
-    if os.environ.get(ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+    if xla_flags.switched_off(os.environ, ENV):
         return False
     return not xla_flags.ynn_runs_convolutions(os.environ.get("XLA_FLAGS", ""))
 
